@@ -1,0 +1,129 @@
+"""The I/O layer: read NIfTI, NRRD, MHA or a DICOM series folder; write NIfTI atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import ThinsliceError
+from .volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for s in NIFTI_SUFFIXES[::-1] + SITK_SUFFIXES:
+        if name.endswith(s):
+            return s
+    return path.suffix.lower()
+
+
+def _read_nifti(path: Path) -> Volume:
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise ThinsliceError(
+            f"{path}: 4D image of shape {data.shape}; split it into 3D volumes first "
+            f"(e.g. one file per echo or time point)")
+    return Volume(np.asarray(data, dtype=np.float32), img.affine)
+
+
+def _read_sitk(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(path))
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise ThinsliceError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel; "
+                             f"give a scalar image")
+    if img.GetDimension() != 3:
+        raise ThinsliceError(f"{path}: {img.GetDimension()}D image; thinslice needs a 3D volume")
+    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (i, j, k)
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(img.GetSpacing())
+    affine[:3, 3] = LPS_TO_RAS @ np.array(img.GetOrigin())
+    return Volume(arr.astype(np.float32), affine)
+
+
+def load_volume(path: str | Path, echo: int | None = None) -> tuple[Volume, dict]:
+    """Read a scan. Returns the volume and geometry facts (`slice_thickness` when known).
+
+    path: .nii/.nii.gz, .nrrd/.mha/.mhd, or a folder holding one DICOM series.
+    echo: 1-based echo to take from a multi-echo DICOM series.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ThinsliceError(f"{path}: no such file or folder; check the path in the sample sheet")
+    meta: dict = {"slice_thickness": None}
+    if path.is_dir():
+        from .dicom import read_dicom_series
+
+        vol, meta = read_dicom_series(path, echo=echo)
+    else:
+        suffix = _suffix(path)
+        try:
+            if suffix in NIFTI_SUFFIXES:
+                vol = _read_nifti(path)
+            elif suffix in SITK_SUFFIXES:
+                vol = _read_sitk(path)
+            else:
+                raise ThinsliceError(
+                    f"{path}: unknown format '{suffix}'; give a NIfTI (.nii, .nii.gz), NRRD, MHA "
+                    f"or a folder holding one DICOM series")
+        except ThinsliceError:
+            raise
+        except ValueError as exc:  # Volume(): not 3D
+            raise ThinsliceError(f"{path}: {exc}; thinslice needs a 3D volume") from None
+        except Exception as exc:  # any reader failure: corrupt or truncated file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ThinsliceError(f"{path}: cannot be read ({first}); is the file complete?") from None
+    check_volume(vol, str(path))
+    return vol, meta
+
+
+def check_volume(vol: Volume, source: str) -> None:
+    """Refuse what cannot be upsampled: 2D images, non-finite voxels, degenerate affines."""
+    if min(vol.shape) < 2:
+        raise ThinsliceError(f"{source}: shape {vol.shape} is a 2D image; thinslice needs a 3D volume")
+    bad = ~np.isfinite(vol.data)
+    if bad.any():
+        raise ThinsliceError(f"{source}: {int(bad.sum())} voxels are NaN or Inf; "
+                             f"replace them (e.g. with 0) before upsampling")
+    if abs(np.linalg.det(vol.affine[:3, :3])) < 1e-9:
+        raise ThinsliceError(f"{source}: degenerate affine (zero voxel size); fix the header")
+
+
+def save_volume(vol: Volume, path: str | Path) -> None:
+    """Write a float32 NIfTI with qform and sform set to the affine; atomic."""
+    img = nib.Nifti1Image(np.asarray(vol.data, dtype=np.float32), vol.affine)
+    img.set_qform(vol.affine, code=1)
+    img.set_sform(vol.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)

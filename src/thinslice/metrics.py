@@ -1,0 +1,94 @@
+"""Image quality against a ground truth, and no-reference checks for real scans."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .volume import Volume
+
+TRUTH_THRESHOLD = 20.0  # voxels of the ground truth above this count as foreground
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None,
+         peak: float | None = None) -> float:
+    """PSNR in dB over `mask` (all voxels if None); peak defaults to the ground-truth max."""
+    pred = np.asarray(pred, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    if mask is None:
+        mask = np.ones(truth.shape, dtype=bool)
+    peak = float(truth.max()) if peak is None else float(peak)
+    mse = float(np.mean((pred[mask] - truth[mask]) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
+
+
+def ssim(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None,
+         data_range: float | None = None) -> tuple[float, float]:
+    """3D SSIM (7-voxel uniform window). Returns (mean over the volume, mean over `mask`)."""
+    from skimage.metrics import structural_similarity
+
+    truth = np.asarray(truth, dtype=np.float64)
+    data_range = float(truth.max()) if data_range is None else float(data_range)
+    mean, full = structural_similarity(truth, np.asarray(pred, dtype=np.float64),
+                                       data_range=data_range, full=True)
+    masked = float(full[mask].mean()) if mask is not None and mask.any() else float(mean)
+    return float(mean), masked
+
+
+def resample_to(vol: Volume, reference: Volume, order: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Sample `vol` at the world positions of `reference`'s voxels.
+
+    Returns (values on the reference grid, boolean mask of reference voxels that fall
+    inside `vol`'s field of view). Identical grids are passed through untouched.
+    """
+    if vol.shape == reference.shape and np.allclose(vol.affine, reference.affine, atol=1e-5):
+        return vol.data, np.ones(reference.shape, dtype=bool)
+    # reference index -> world -> vol index
+    m = np.linalg.inv(vol.affine) @ reference.affine
+    grid = np.indices(reference.shape, dtype=np.float64).reshape(3, -1)
+    idx = m[:3, :3] @ grid + m[:3, 3:4]
+    tol = 1e-3
+    inside = np.all((idx >= -tol) & (idx <= np.array(vol.shape)[:, None] - 1 + tol), axis=0)
+    values = ndimage.map_coordinates(vol.data, idx, order=order, mode="nearest")
+    return values.reshape(reference.shape).astype(np.float32), inside.reshape(reference.shape)
+
+
+def compare(pred: Volume, truth: Volume) -> dict:
+    """PSNR (peak = truth max, over truth > 20) and SSIM of `pred` against `truth`, in world coordinates.
+
+    ssim is the mean SSIM over the whole overlapping volume; ssim_fg its mean over the
+    foreground (truth > 20).
+    """
+    values, inside = resample_to(pred, truth)
+    fg = (truth.data > TRUTH_THRESHOLD) & inside
+    if inside.all():
+        s, s_fg = ssim(values, truth.data, fg)
+    else:  # SSIM on the bounding box of the overlap
+        box = ndimage.find_objects(inside.astype(np.uint8))[0]
+        s, s_fg = ssim(values[box], truth.data[box], fg[box], data_range=float(truth.data.max()))
+    return {"psnr": psnr(values, truth.data, fg), "ssim": s, "ssim_fg": s_fg,
+            "n_voxels": int(fg.sum())}
+
+
+def through_plane_sharpness(data: np.ndarray, axis: int, mask: np.ndarray | None = None) -> float:
+    """Mean absolute finite difference along `axis` over the mask: higher is sharper.
+
+    A no-reference measure for real scans; only comparable between outputs on one grid.
+    """
+    d = np.abs(np.diff(np.asarray(data, dtype=np.float64), axis=axis))
+    if mask is None:
+        return float(d.mean())
+    index = [slice(None)] * 3
+    index[axis] = slice(0, -1)
+    m = mask[tuple(index)]
+    return float(d[m].mean()) if m.any() else float(d.mean())
+
+
+def real_slice_error(output: np.ndarray, lr: np.ndarray, axis: int, r: int) -> float:
+    """Max |output slice i*r - LR slice i| relative to the LR range: 0 where real slices are kept."""
+    index = [slice(None)] * 3
+    index[axis] = slice(0, None, r)
+    kept = np.asarray(output, dtype=np.float64)[tuple(index)]
+    lr = np.asarray(lr, dtype=np.float64)
+    span = float(lr.max() - lr.min()) or 1.0
+    return float(np.abs(kept - lr).max() / span)

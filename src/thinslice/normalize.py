@@ -1,0 +1,35 @@
+"""Robust intensity normalisation and a foreground mask."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import ThinsliceError
+
+
+def foreground_mask(data: np.ndarray) -> np.ndarray:
+    """Boolean mask of the object: above an Otsu threshold, closed, holes filled, largest part."""
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(data, dtype=np.float32)
+    if float(data.max()) <= float(data.min()):
+        return np.zeros(data.shape, dtype=bool)
+    mask = data > threshold_otsu(data)
+    mask = ndimage.binary_closing(mask, iterations=2)
+    mask = ndimage.binary_fill_holes(mask)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+        mask = labels == (1 + int(np.argmax(sizes)))
+    return mask
+
+
+def robust_range(data: np.ndarray, mask: np.ndarray | None = None, low_pct: float = 0.5,
+                 high_pct: float = 99.5, source: str = "input") -> tuple[float, float]:
+    """(low, high) percentiles of the foreground: the map x -> (x - low) / (high - low)."""
+    values = np.asarray(data)[mask] if mask is not None and mask.any() else np.asarray(data).ravel()
+    low, high = np.percentile(values, [low_pct, high_pct])
+    if not high > low:
+        raise ThinsliceError(f"{source}: image is constant ({low:g}); nothing to upsample")
+    return float(low), float(high)
