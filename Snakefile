@@ -1,0 +1,22 @@
+# thinslice: thick-slice MR scans in, thin-slice NIfTI volumes out.
+# Run: snakemake --cores all [--configfile config/ch2-z4.yaml]   (see README.md)
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/interpolate.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,383 @@
+"""Read one DICOM MR series (one folder) into a Volume with a RAS+ affine.
+
+Only geometry leaves this module: the returned metadata dict holds slice thickness,
+echo times, the echo used and the slice count, never names, dates or UIDs.
+
+Array layout (same as NIfTI / nibabel):
+    data[i, j, k]  i = column index, along the DICOM row direction IOP[:3]
+                   j = row index, along the DICOM column direction IOP[3:]
+                   k = slice index, sorted along the normal cross(IOP[:3], IOP[3:])
+DICOM patient coordinates are LPS; the affine is RAS+ (x and y negated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .errors import ThinsliceError
+from .volume import Volume
+
+__all__ = ["read_dicom_series", "list_echoes"]
+
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_ECHO_DECIMALS = 3  # echo times are grouped after rounding to 1e-3 ms
+_IOP_TOL = 1e-4  # max abs difference between direction cosines of one series
+_SPACING_TOL = 1e-4  # mm, for PixelSpacing equality
+_DUPLICATE_TOL = 1e-3  # mm; slices closer than this along the normal are duplicates
+_IRREGULAR_REL = 0.01  # slice gaps may differ from their median by at most 1%
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class _Header:
+    """Geometry of one DICOM file, read without pixel data."""
+
+    path: Path
+    force: bool  # file lacks the 128-byte preamble and was read with force=True
+    series_uid: str | None
+    echo_time: float | None  # ms, rounded to _ECHO_DECIMALS
+    iop: np.ndarray  # (6,) row cosine then column cosine, LPS
+    ipp: np.ndarray  # (3,) position of the first transmitted pixel, LPS mm
+    pixel_spacing: np.ndarray  # (2,) mm: [between rows, between columns]
+    rows: int
+    columns: int
+    thickness: float | None  # mm
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(folder: Path, problem: str, fix: str) -> ThinsliceError:
+    return ThinsliceError(_one_line(f"DICOM folder {folder}: {problem}; {fix}"))
+
+
+def _read_header(path: Path) -> tuple[pydicom.Dataset, bool] | None:
+    """Header of `path` without pixels, or None when the file is not DICOM."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True), False
+    except InvalidDicomError:
+        pass  # no "DICM" preamble: may still be a bare dataset, tried below
+    except Exception as exc:  # has the DICOM magic but is broken
+        raise ThinsliceError(
+            _one_line(
+                f"DICOM file {path}: cannot be read ({type(exc).__name__}: {exc}); "
+                "remove or replace the damaged file"
+            )
+        ) from exc
+    # Some scanners write datasets without the preamble. force=True parses anything,
+    # so accept the result only if it looks like an image with geometry.
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        if "SOPClassUID" in ds and "ImagePositionPatient" in ds and "Rows" in ds:
+            return ds, True
+    except Exception:
+        pass
+    return None
+
+
+def _floats(ds: pydicom.Dataset, keyword: str, n: int, path: Path, folder: Path):
+    value = ds.get(keyword)
+    try:
+        values = [float(v) for v in (value if value is not None else [])]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != n:
+        raise _fail(
+            folder,
+            f"file {path.name} has no valid {keyword} (need {n} numbers)",
+            "thinslice needs MR images with full geometry; "
+            "keep only the image files of one series here",
+        )
+    return np.array(values, dtype=np.float64)
+
+
+def _optional_float(ds: pydicom.Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse(ds: pydicom.Dataset, path: Path, force: bool, folder: Path) -> _Header:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
+        raise _fail(
+            folder,
+            f"file {path.name} is a colour image ({photometric}, SamplesPerPixel {samples})",
+            "thinslice reads greyscale MR only (MONOCHROME1/2, one sample per pixel)",
+        )
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise _fail(
+            folder,
+            f"file {path.name} is a multi-frame (enhanced) image",
+            "export the series as classic single-frame DICOM (one file per slice)",
+        )
+    iop = _floats(ds, "ImageOrientationPatient", 6, path, folder)
+    row, col = iop[:3], iop[3:]
+    norms = np.array([np.linalg.norm(row), np.linalg.norm(col)])
+    if np.abs(norms - 1).max() > 1e-3 or abs(row @ col) > 1e-3:
+        raise _fail(
+            folder,
+            f"file {path.name} has ImageOrientationPatient {_show(iop)}, "
+            "not two orthonormal vectors",
+            "fix the export; the image orientation is corrupt",
+        )
+    if not ds.get("Rows") or not ds.get("Columns"):
+        raise _fail(
+            folder,
+            f"file {path.name} has no Rows/Columns (not an image)",
+            "keep only the image files of one series here",
+        )
+    echo = _optional_float(ds, "EchoTime")
+    uid = ds.get("SeriesInstanceUID")
+    return _Header(
+        path=path,
+        force=force,
+        series_uid=str(uid) if uid else None,
+        echo_time=None if echo is None else round(echo, _ECHO_DECIMALS),
+        iop=iop,
+        ipp=_floats(ds, "ImagePositionPatient", 3, path, folder),
+        pixel_spacing=_floats(ds, "PixelSpacing", 2, path, folder),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        thickness=_optional_float(ds, "SliceThickness"),
+    )
+
+
+def _scan(folder: str | Path) -> tuple[Path, list[_Header]]:
+    """Headers of every DICOM image file directly in `folder` (sorted by file name)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ThinsliceError(
+            f"DICOM folder {folder}: does not exist or is not a folder; "
+            "fix the path in the sample sheet"
+        )
+    headers = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        read = _read_header(path)
+        if read is None:
+            continue  # not DICOM (e.g. a README); fine as long as other files are
+        ds, force = read
+        sop_class = getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+        if sop_class == _DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+            continue  # a DICOMDIR index, not an image
+        headers.append(_parse(ds, path, force, folder))
+    if not headers:
+        raise _fail(
+            folder,
+            "contains no DICOM image files",
+            "point the sample sheet at a folder holding the files of one DICOM series",
+        )
+    return folder, headers
+
+
+def _echo_times(headers: list[_Header], folder: Path) -> list[float]:
+    times = {h.echo_time for h in headers}
+    if None in times and len(times) > 1:
+        raise _fail(
+            folder,
+            "some files have an EchoTime and some do not",
+            "one series per folder: move the other files out",
+        )
+    return sorted(t for t in times if t is not None)
+
+
+def list_echoes(folder: str | Path) -> list[float]:
+    """Sorted distinct EchoTime values (ms, rounded to 1e-3) of the DICOM files in `folder`.
+
+    An empty list means no file has an EchoTime: the folder is treated as one echo.
+    """
+    folder, headers = _scan(folder)
+    return _echo_times(headers, folder)
+
+
+def _check_same(values: list, name: str, folder: Path, same) -> None:
+    first = values[0]
+    for v in values[1:]:
+        if not same(first, v):
+            raise _fail(
+                folder,
+                f"files differ in {name} ({_show(first)} vs {_show(v)})",
+                "one series per folder: move the other series' files to their own folder",
+            )
+
+
+def _show(v) -> str:
+    if isinstance(v, np.ndarray):
+        return "[" + ", ".join(f"{x:g}" for x in v) + "]"
+    return str(v)
+
+
+def _select_echo(headers: list[_Header], echo: int | None, folder: Path):
+    """(sorted echo times, 1-based echo used, headers of that echo)."""
+    times = _echo_times(headers, folder)
+    n = max(len(times), 1)
+    if echo is None:
+        if n > 1:
+            listed = ", ".join(f"{t:g}" for t in times)
+            raise _fail(
+                folder,
+                f"holds {n} echoes (EchoTime {listed} ms)",
+                f"add an `echo` column (1..{n}) to the sample sheet to choose one",
+            )
+        echo = 1
+    if isinstance(echo, bool) or not isinstance(echo, (int, np.integer)) or not 1 <= echo <= n:
+        raise _fail(
+            folder,
+            f"echo {echo!r} is out of range: the folder holds {n} echo(es)",
+            f"set `echo` in the sample sheet to an integer from 1 to {n}",
+        )
+    echo = int(echo)
+    if times:
+        chosen = [h for h in headers if h.echo_time == times[echo - 1]]
+    else:
+        chosen = list(headers)
+    return times, echo, chosen
+
+
+def read_dicom_series(folder: str | Path, echo: int | None = None) -> tuple[Volume, dict]:
+    """Read the single series in `folder` (non-recursive) as a Volume.
+
+    echo: 1-based index into the sorted echo times; required when the folder holds
+    several echoes. Returns (volume, meta): volume.data is float32 (columns, rows,
+    slices) after RescaleSlope/Intercept, volume.affine maps voxel indices to RAS+ mm.
+    meta = {"slice_thickness": mm or None, "echo_times": sorted ms, "echo": int,
+    "n_slices": int}. Slice spacing is measured from ImagePositionPatient, never from
+    SpacingBetweenSlices. Raises ThinsliceError for anything the user must fix.
+    """
+    folder, headers = _scan(folder)
+    _check_same([h.series_uid for h in headers], "SeriesInstanceUID", folder, lambda a, b: a == b)
+    times, echo, chosen = _select_echo(headers, echo, folder)
+
+    _check_same([h.iop for h in chosen], "ImageOrientationPatient", folder,
+                lambda a, b: np.abs(a - b).max() <= _IOP_TOL)
+    _check_same([(h.rows, h.columns) for h in chosen], "Rows/Columns", folder, lambda a, b: a == b)
+    _check_same([h.pixel_spacing for h in chosen], "PixelSpacing", folder,
+                lambda a, b: np.abs(a - b).max() <= _SPACING_TOL)
+    if len(chosen) < 2:
+        raise _fail(
+            folder,
+            "holds a single slice (a 2D image)",
+            "thinslice needs a series of at least 2 parallel slices",
+        )
+
+    first = chosen[0]
+    row_cos, col_cos = first.iop[:3], first.iop[3:]
+    normal = np.cross(row_cos, col_cos)
+    normal /= np.linalg.norm(normal)
+    positions = np.array([h.ipp for h in chosen])  # (K, 3) LPS mm
+    depth = positions @ normal
+    order = np.argsort(depth, kind="stable")
+    chosen = [chosen[i] for i in order]
+    positions, depth = positions[order], depth[order]
+
+    gaps = np.diff(depth)
+    if gaps.min() < _DUPLICATE_TOL:
+        k = int(np.argmin(gaps))
+        raise _fail(
+            folder,
+            f"files {chosen[k].path.name} and {chosen[k + 1].path.name} "
+            "are at the same slice position",
+            "one series per folder and one file per slice: remove duplicates or other acquisitions",
+        )
+    spacing = float(np.median(gaps))
+    if np.abs(gaps - spacing).max() > _IRREGULAR_REL * spacing:
+        raise _fail(
+            folder,
+            f"slice spacing is irregular (gaps {gaps.min():.4g} to {gaps.max():.4g} mm, "
+            f"median {spacing:.4g} mm)",
+            "check for missing slices or mixed stacks; thinslice needs evenly spaced slices",
+        )
+    # The affine puts slice k at origin + k*spacing*normal; a sheared stack (gantry
+    # tilt) would be misplaced, so require positions on that line to 0.1 pixel.
+    offaxis = (positions - positions[0]) - np.outer(depth - depth[0], normal)
+    worst = float(np.linalg.norm(offaxis, axis=1).max())
+    if worst > 0.1 * float(first.pixel_spacing.min()):
+        raise _fail(
+            folder,
+            f"slice positions drift {worst:.3g} mm sideways from the slice normal "
+            "(gantry tilt or sheared stack)",
+            "resample to an orthogonal stack before using thinslice",
+        )
+
+    data = np.empty((first.columns, first.rows, len(chosen)), dtype=np.float32)
+    for k, h in enumerate(chosen):
+        data[:, :, k] = _pixels(h, folder).T  # pixel_array is (rows, cols) = (j, i)
+
+    row_step, col_step = first.pixel_spacing  # DICOM order: between rows, between columns
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * col_step  # i walks along a row: one column per step
+    lps[:3, 1] = col_cos * row_step  # j walks down a column: one row per step
+    lps[:3, 2] = normal * spacing
+    lps[:3, 3] = positions[0]
+    affine = np.eye(4)
+    affine[:3, :] = _LPS_TO_RAS @ lps[:3, :]
+
+    meta = {
+        "slice_thickness": first.thickness,
+        "echo_times": list(times),
+        "echo": echo,
+        "n_slices": len(chosen),
+    }
+    return Volume(data, affine), meta
+
+
+def _infer_transfer_syntax(ds: pydicom.Dataset) -> None:
+    """Bare datasets (no file meta) are uncompressed; pydicom needs the syntax named."""
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        if implicit:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _pixels(h: _Header, folder: Path) -> np.ndarray:
+    """Modality values of one slice, float64 array of shape (rows, columns).
+
+    MONOCHROME1 values are kept as stored: inversion is a display convention.
+    """
+    ds = None
+    try:
+        ds = pydicom.dcmread(h.path, force=h.force)
+        _infer_transfer_syntax(ds)
+        arr = ds.pixel_array
+    except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise _fail(
+            folder,
+            f"cannot decode pixel data of {h.path.name} "
+            f"(transfer syntax {syntax}; {type(exc).__name__}: {exc})",
+            "convert the series to uncompressed DICOM (e.g. gdcmconv --raw) "
+            "or install the matching pydicom decoder plugin",
+        ) from exc
+    if arr.shape != (h.rows, h.columns):
+        raise _fail(
+            folder,
+            f"pixel data of {h.path.name} has shape {arr.shape}, header says {h.rows}x{h.columns}",
+            "the file is damaged or multi-frame; re-export the series",
+        )
+    slope = _optional_float(ds, "RescaleSlope")
+    intercept = _optional_float(ds, "RescaleIntercept")
+    out = arr.astype(np.float64)
+    if slope is not None:
+        out *= slope
+    if intercept is not None:
+        out += intercept
+    return out

@@ -1,0 +1,94 @@
+"""Score one output, and gather the scores of a run into tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .geometry import Geometry
+from .io import atomic_path
+from .metrics import compare, real_slice_error, through_plane_sharpness
+from .volume import Volume
+
+COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "real_slice_error"]
+
+
+def _load(path) -> Volume:
+    img = nib.load(str(path))
+    return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine)
+
+
+def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str | Path,
+             subject: str, method: str, truth: str | Path | None = None) -> dict:
+    """Metrics of one output: PSNR/SSIM against the truth when there is one; always the
+    through-plane sharpness (in the input's foreground) and the real-slice error."""
+    out, low = _load(output), _load(lr)
+    geom = Geometry.load(geometry)
+    axis, r = geom.slice_axis, geom.factor
+    fg = _load(mask).data > 0.5
+    fg_out = np.repeat(fg, r, axis=axis)[tuple(slice(0, n) for n in out.shape)]
+    row = {"subject": subject, "method": method, "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
+           "sharpness": through_plane_sharpness(geom.normalize(out.data), axis, fg_out),
+           "real_slice_error": real_slice_error(out.data, low.data, axis, r)}
+    if truth:
+        row.update({k: v for k, v in compare(out, _load(truth)).items() if k in COLUMNS})
+    return row
+
+
+def write_row(row: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(row, indent=2) + "\n")
+
+
+def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path, summary_md: str | Path) -> list[dict]:
+    """metrics.csv (one row per subject and method) and a per-method summary (mean, sd)."""
+    table = [json.loads(Path(p).read_text()) for p in rows]
+    table.sort(key=lambda r: (r["subject"], r["method"]))
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        for r in table:
+            w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    metrics = COLUMNS[2:]
+    summary = []
+    for m in methods:
+        sel = [r for r in table if r["method"] == m]
+        entry = {"method": m, "n": len(sel)}
+        for k in metrics:
+            vals = np.array([r.get(k, math.nan) for r in sel], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            entry[f"{k}_mean"] = float(vals.mean()) if vals.size else math.nan
+            entry[f"{k}_sd"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+        summary.append(entry)
+    fields = ["method", "n"] + [f"{k}_{s}" for k in metrics for s in ("mean", "sd")]
+    with atomic_path(summary_csv) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        for e in summary:
+            w.writerow({k: _fmt(e[k]) for k in fields})
+    lines = ["| method | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for e in summary:
+        cells = [_pm(e[f"{k}_mean"], e[f"{k}_sd"], k) for k in metrics]
+        lines.append(f"| {e['method']} | {e['n']} | " + " | ".join(cells) + " |")
+    with atomic_path(summary_md) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+    return table
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def _pm(mean: float, sd: float, key: str) -> str:
+    if math.isnan(mean):
+        return "–"
+    digits = 2 if key == "psnr" else 4
+    return f"{mean:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")

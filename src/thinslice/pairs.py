@@ -1,0 +1,148 @@
+"""Training pairs for the SR network: (input on the output grid, target) with a known degraded axis.
+
+A pair's input is a degraded volume cubic-upsampled back onto the grid of its target, so
+input and target have the same shape; along `axis` the input went through the slice
+model (blur, keep every r-th sample starting at 0, cubic upsampling), along the other
+axes both are the same. `context` names the axes that are high resolution in both (the
+axes a 2D network may put beside the degraded one); None means both other axes.
+
+- `synthetic_pairs`: an HR volume (stage 1's synthetic HR, or a ground truth for the
+  supervised upper bound) degraded along the slice axis: the real acquisition's grid.
+- `self_pairs`: no HR volume at all (SMORE-like): the real LR scan's in-plane axes are
+  high resolution, so the acquisition is simulated along each of them in turn.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+from .degrade import SLICE_MODELS, degrade
+from .errors import ThinsliceError
+from .interpolate import upsample
+
+# Relative tolerance under which an in-plane spacing counts as equal to the target spacing.
+SPACING_TOLERANCE = 1e-3
+
+
+class Pair(NamedTuple):
+    """One training pair. input, target: float32 arrays of equal shape (X, Y, Z).
+
+    axis:    the degraded axis (the one a network restores);
+    factor:  r, the ratio of the simulated slice spacing to the grid spacing along `axis`;
+             along `axis` the input passes exactly through the degraded samples 0, r, 2r, ...;
+    context: axes that are high resolution in input and target alike (None: both others).
+    """
+
+    input: np.ndarray
+    target: np.ndarray
+    axis: int
+    factor: int
+    context: tuple[int, ...] | None = None
+
+
+def _check(data: np.ndarray, axis: int, r: int, model: str, thickness_mm: float, name: str) -> np.ndarray:
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ThinsliceError(f"{name}: expected a 3D array, got shape {data.shape}")
+    if axis not in (0, 1, 2):
+        raise ThinsliceError(f"{name}: axis must be 0, 1 or 2, got {axis}")
+    if int(r) != r or r < 2:
+        raise ThinsliceError(f"{name}: factor must be an integer >= 2, got {r}")
+    if model not in SLICE_MODELS:
+        raise ThinsliceError(f"{name}: unknown slice model {model!r}; choose one of {SLICE_MODELS}")
+    if not thickness_mm > 0:
+        raise ThinsliceError(f"{name}: slice thickness must be positive, got {thickness_mm}")
+    if not np.all(np.isfinite(data)):
+        raise ThinsliceError(f"{name}: the volume holds NaN or infinite values")
+    return np.asarray(data, dtype=np.float32)
+
+
+def _simulate(hr: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
+              hr_spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(cubic upsampling of the degraded hr, hr cropped to the same grid) along `axis`."""
+    if hr.shape[axis] < r + 1:
+        raise ThinsliceError(
+            f"need at least r+1 = {r + 1} samples along axis {axis} to simulate the slice model, "
+            f"got {hr.shape[axis]}")
+    lr = degrade(hr, axis, r, model, thickness_mm, hr_spacing_mm)
+    n = (lr.shape[axis] - 1) * r + 1
+    index = [slice(None)] * 3
+    index[axis] = slice(0, n)
+    target = np.ascontiguousarray(hr[tuple(index)], dtype=np.float32)
+    return np.ascontiguousarray(upsample(lr, axis, r, "cubic")), target
+
+
+def synthetic_pairs(hr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
+                    hr_spacing_mm: float) -> list[Pair]:
+    """Degrade an HR volume with the acquisition's slice model and bring it back to its grid.
+
+    hr: (X, Y, Z) on the output grid of an LR scan (n_hr = (n_lr-1)*r+1 slices along
+    `slice_axis`, spacing `hr_spacing_mm` = LR spacing / r along it). The degraded
+    volume (degrade.degrade) then has exactly the real LR grid, and the pair's input is
+    its cubic upsampling, the network's input at inference. When n_hr is not of that
+    form the trailing HR slices past the last LR slice are dropped from both.
+    Returns one Pair (in a list, to concatenate with other pair lists).
+    """
+    hr = _check(hr, slice_axis, r, model, thickness_mm, "synthetic_pairs")
+    if not hr_spacing_mm > 0:
+        raise ThinsliceError(f"synthetic_pairs: HR spacing must be positive, got {hr_spacing_mm}")
+    inp, target = _simulate(hr, slice_axis, int(r), model, thickness_mm, hr_spacing_mm)
+    return [Pair(inp, target, int(slice_axis), int(r), None)]
+
+
+def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm: float) -> np.ndarray:
+    """Cubic B-spline resampling of `data` along `axis` from one spacing to another.
+
+    Sample k of the result lies at k * new_spacing_mm from sample 0 (same first sample,
+    as long as it fits in the extent). Downsampling first applies a Gaussian anti-alias
+    filter (sigma = (ratio - 1) / 2 input samples, as scikit-image's rescale does).
+    """
+    data = np.asarray(data, dtype=np.float32)
+    ratio = new_spacing_mm / spacing_mm
+    if abs(ratio - 1.0) <= SPACING_TOLERANCE:
+        return data
+    n_in = data.shape[axis]
+    n_out = int(np.floor((n_in - 1) / ratio + 1e-6)) + 1
+    if ratio > 1:
+        data = ndimage.gaussian_filter1d(data, (ratio - 1.0) / 2.0, axis=axis, mode="mirror")
+    positions = np.arange(n_out) * ratio
+    eye = np.eye(n_in)
+    w = np.empty((n_out, n_in), dtype=np.float64)
+    for i in range(n_in):
+        w[:, i] = ndimage.map_coordinates(eye[i], positions[None], order=3, mode="mirror")
+    moved = np.moveaxis(data, axis, -1)
+    return np.ascontiguousarray(np.moveaxis(moved @ w.T.astype(np.float32), -1, axis))
+
+
+def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
+               spacing_mm: float, in_plane_mm) -> list[Pair]:
+    """Pairs from the real LR scan alone: the slice model simulated along each in-plane axis.
+
+    lr: the real scan (X, Y, Z), `slice_axis` with `spacing_mm` between slices of
+    `thickness_mm`; in_plane_mm: the spacings of the two other axes in array order (or
+    one number for both). For each in-plane axis a: resample a to the target spacing
+    spacing_mm / r (cubic) when it differs, blur along a with the slice profile
+    (thickness at the target spacing), keep every r-th sample, cubic-upsample back.
+    Returns two Pairs, degraded along the first then the second in-plane axis; the
+    context of each is the other in-plane axis (the slice axis is low resolution in both).
+    """
+    lr = _check(lr, slice_axis, r, model, thickness_mm, "self_pairs")
+    if not spacing_mm > 0:
+        raise ThinsliceError(f"self_pairs: slice spacing must be positive, got {spacing_mm}")
+    axes = [a for a in range(3) if a != slice_axis]
+    in_plane = np.broadcast_to(np.asarray(in_plane_mm, dtype=float), (2,))
+    if not np.all(in_plane > 0):
+        raise ThinsliceError(f"self_pairs: in-plane spacings must be positive, got {in_plane_mm}")
+    target_mm = spacing_mm / r
+    pairs = []
+    for a, h, other in zip(axes, in_plane, axes[::-1]):
+        hr = resample_axis(lr, a, float(h), target_mm)
+        try:
+            inp, target = _simulate(hr, a, int(r), model, thickness_mm, target_mm)
+        except ThinsliceError as exc:
+            raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: {exc}") from None
+        pairs.append(Pair(inp, target, a, int(r), (other,)))
+    return pairs

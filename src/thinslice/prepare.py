@@ -1,0 +1,61 @@
+"""Per-subject preparation: read a scan, describe its geometry, normalise, mask; and the
+simulation of an LR acquisition from an HR ground truth (benchmark protocols)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .degrade import degrade
+from .errors import ThinsliceError
+from .geometry import Geometry, describe, lr_affine, output_shape
+from .io import load_volume, save_volume
+from .normalize import foreground_mask, robust_range
+from .volume import Volume
+
+
+def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, out_mask: str | Path,
+            echo: int | None = None, slice_axis: int | None = None, thickness_mm: float | None = None,
+            factor: int | None = None, target_spacing_mm: float | None = None) -> Geometry:
+    """Read a scan and write its LR volume (input intensities), geometry record and mask.
+
+    Thickness: the given value, else the DICOM SliceThickness, else the slice spacing.
+    Everything is checked before anything is written.
+    """
+    vol, meta = load_volume(path, echo=echo)
+    if thickness_mm is None:
+        thickness_mm = meta.get("slice_thickness")
+    mask = foreground_mask(vol.data)
+    norm = robust_range(vol.data, mask, source=str(path))
+    geom = describe(vol.affine, vol.shape, slice_axis, thickness_mm, factor, target_spacing_mm,
+                    norm, source=str(path))
+    save_volume(vol, out_image)
+    save_volume(Volume(mask.astype(np.float32), vol.affine), out_mask)
+    geom.save(out_geometry)
+    return geom
+
+
+def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, axis: int, factor: int,
+             profile: str, fwhm_mm: float) -> None:
+    """Simulate an LR scan from an HR ground truth: slice profile along `axis`, slices 0, r, 2r...
+
+    The truth is cropped to (n_lr-1)*r+1 slices so that the xr output grid coincides with it.
+    """
+    hr, _ = load_volume(truth_path)
+    spacing = float(hr.spacing[axis])
+    if hr.shape[axis] < 2 * factor:
+        raise ThinsliceError(f"{truth_path}: {hr.shape[axis]} slices along axis {axis} are too few for factor {factor}")
+    lr = degrade(hr.data, axis, factor, profile, fwhm_mm, spacing)
+    n_out = output_shape(lr.shape, axis, factor)[axis]
+    index = [slice(None)] * 3
+    index[axis] = slice(0, n_out)
+    save_volume(Volume(lr, lr_affine(hr.affine, axis, factor)), out_lr)
+    save_volume(Volume(hr.data[tuple(index)], hr.affine), out_truth)
+
+
+def load_prepared(image: str | Path, geometry: str | Path) -> tuple[Volume, Geometry]:
+    """The LR volume and its geometry record, as written by `prepare`."""
+    img = nib.load(str(image))
+    return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine), Geometry.load(geometry)

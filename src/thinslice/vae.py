@@ -1,0 +1,539 @@
+"""Stage 1: a convolutional VAE over in-plane slices, and slice synthesis by latent interpolation.
+
+The VAE is trained on the in-plane slices of the real thick-slice scans (all subjects
+together). Its latent is a spatial map (H/2**levels x W/2**levels x latent_channels), so a
+decoded slice keeps its anatomy. For each pair of adjacent real slices the encoder's
+latent means are interpolated at t = k/r (k = 1..r-1) and decoded: the missing slices
+of a synthetic volume with r times as many slices between the real ones.
+
+Shapes: a volume is (n_slices, H, W) float32 with the slice axis first, intensities in a
+normalized scale (~[0, 1]); slices go through the network as (batch, 1, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ThinsliceError
+from .training import (LossLog, configure_device, load_checkpoint, rng_state, save_checkpoint,
+                       seed_everything, select_device, set_rng_state)
+
+KIND = "thinslice-vae"
+RECON_LOSSES = ("l1", "l2")
+INTERPOLATIONS = ("linear", "slerp")
+LOSS_COLUMNS = ["loss", "recon", "kl", "kl_weight", "adv", "disc"]
+# Fields that may differ between a checkpoint and the run resuming it: they do not change
+# the trajectory of the weights, only how far it goes and how often it is saved.
+RESUMABLE_FIELDS = ("steps", "checkpoint_every")
+
+
+@dataclass
+class VAEConfig:
+    """Stage-1 VAE: architecture, loss and training schedule."""
+
+    levels: int = 3                 # downsamplings: the latent map is the slice size / 2**levels
+    base_channels: int = 32         # feature channels at full resolution (x2 per level, at most x8)
+    latent_channels: int = 8        # channels of the latent map
+    beta: float = 1e-3              # weight of the KL term (KL in nats per image pixel)
+    kl_warmup_steps: int = 500      # the KL weight rises linearly from 0 to beta over these steps
+    recon_loss: str = "l1"          # reconstruction loss: l1 | l2 (mean per pixel)
+    adversarial_weight: float = 0.0  # > 0 adds a PatchGAN discriminator (hinge loss) with this weight
+    steps: int = 3000               # optimizer steps in all
+    batch_size: int = 16            # slices (crops) per step
+    crop_size: int = 64             # side of the random square crops, pixels (slices smaller are zero-padded)
+    learning_rate: float = 1e-3     # Adam learning rate (constant)
+    checkpoint_every: int = 500     # steps between checkpoints (one is also written at the end)
+    seed: int = 0                   # seed of weights, crops, flips and sampling noise
+
+    def validate(self) -> None:
+        """Raise ThinsliceError naming the first bad key."""
+        ints = {"levels": 0, "base_channels": 1, "latent_channels": 1, "kl_warmup_steps": 0,
+                "steps": 0, "batch_size": 1, "crop_size": 1, "checkpoint_every": 1}
+        for key, low in ints.items():
+            value = getattr(self, key)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ThinsliceError(f"vae.{key} must be an integer >= {low}, got {value!r}")
+        for key in ("beta", "adversarial_weight"):
+            if not float(getattr(self, key)) >= 0:
+                raise ThinsliceError(f"vae.{key} must be >= 0, got {getattr(self, key)!r}")
+        if not float(self.learning_rate) > 0:
+            raise ThinsliceError(f"vae.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.recon_loss not in RECON_LOSSES:
+            raise ThinsliceError(f"vae.recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        if self.crop_size % (2 ** self.levels):
+            raise ThinsliceError(f"vae.crop_size ({self.crop_size}) must be a multiple of "
+                                 f"2**levels = {2 ** self.levels}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ThinsliceError(f"unknown vae config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- network
+
+def _groups(channels: int) -> int:
+    for g in (8, 4, 2):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _channels(config: VAEConfig) -> list[int]:
+    """Feature channels at each level 0..levels (x2 per level, capped at 8x base)."""
+    return [config.base_channels * min(2 ** level, 8) for level in range(config.levels + 1)]
+
+
+class SliceVAE(nn.Module):
+    """Fully convolutional VAE of single-channel slices; H and W must be multiples of 2**levels.
+
+    encode: (B, 1, H, W) -> mean, log-variance, each (B, latent_channels, H/2**L, W/2**L)
+    decode: latent map -> (B, 1, H, W)
+    """
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        ch = _channels(config)
+        enc: list[nn.Module] = [nn.Conv2d(1, ch[0], 3, padding=1)]
+        for level in range(config.levels):
+            enc += [ResBlock(ch[level]), nn.Conv2d(ch[level], ch[level + 1], 3, stride=2, padding=1)]
+        enc += [ResBlock(ch[-1]), nn.GroupNorm(_groups(ch[-1]), ch[-1]), nn.SiLU(),
+                nn.Conv2d(ch[-1], 2 * config.latent_channels, 3, padding=1)]
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, ch[-1], 3, padding=1), ResBlock(ch[-1])]
+        for level in reversed(range(config.levels)):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv2d(ch[level + 1], ch[level], 3, padding=1), ResBlock(ch[level])]
+        dec += [nn.GroupNorm(_groups(ch[0]), ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 1, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** self.config.levels
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
+        """Reconstruction, mean, log-variance; `noise` ~ N(0, 1) of the latent's shape samples z."""
+        mean, logvar = self.encode(x)
+        z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise.to(mean.dtype)
+        return self.decode(z), mean, logvar
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a map of real/fake scores, one per overlapping patch (about 34 px receptive field)."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.GroupNorm(_groups(2 * c), 2 * c), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * c, 4 * c, 4, stride=1, padding=1), nn.GroupNorm(_groups(4 * c), 4 * c), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * c, 1, 4, stride=1, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def kl_per_pixel(mean: torch.Tensor, logvar: torch.Tensor, pixels: int) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) summed over each latent map, divided by the image's pixels, batch mean."""
+    mean, logvar = mean.float(), logvar.float()
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
+    return kl.flatten(1).sum(1).mean() / pixels
+
+
+# --------------------------------------------------------------------------- data
+
+def _check_volumes(volumes: list[np.ndarray]) -> list[np.ndarray]:
+    if not volumes:
+        raise ThinsliceError("train_vae: no volumes given; pass at least one (n_slices, H, W) array")
+    out = []
+    for i, v in enumerate(volumes):
+        v = np.asarray(v, dtype=np.float32)
+        if v.ndim != 3 or min(v.shape) < 1:
+            raise ThinsliceError(f"train_vae: volume {i} has shape {v.shape}; expected (n_slices, H, W)")
+        if not np.isfinite(v).all():
+            raise ThinsliceError(f"train_vae: volume {i} contains NaN or infinite values; clean it first")
+        out.append(v)
+    return out
+
+
+class SliceSampler:
+    """Random crops (crop_size^2, zero-padded when a slice is smaller) of uniformly drawn
+    slices of all volumes, with random flips. All randomness comes from one numpy
+    Generator whose state goes into the checkpoint."""
+
+    def __init__(self, volumes: list[np.ndarray], crop_size: int, seed: int):
+        self.crop = crop_size
+        self.volumes = []
+        for v in volumes:
+            ph, pw = max(0, crop_size - v.shape[1]), max(0, crop_size - v.shape[2])
+            if ph or pw:
+                v = np.pad(v, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
+            self.volumes.append(np.ascontiguousarray(v))
+        counts = np.array([v.shape[0] for v in self.volumes], dtype=np.float64)
+        self.p = counts / counts.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch_size: int) -> np.ndarray:
+        c = self.crop
+        out = np.empty((batch_size, 1, c, c), dtype=np.float32)
+        for b in range(batch_size):
+            v = self.volumes[self.rng.choice(len(self.volumes), p=self.p)]
+            s = int(self.rng.integers(v.shape[0]))
+            y = int(self.rng.integers(v.shape[1] - c + 1))
+            x = int(self.rng.integers(v.shape[2] - c + 1))
+            patch = v[s, y:y + c, x:x + c]
+            if self.rng.random() < 0.5:
+                patch = patch[::-1, :]
+            if self.rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            out[b, 0] = patch
+        return out
+
+    def get_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+# --------------------------------------------------------------------------- training
+
+def _amp(device: torch.device) -> tuple[bool, torch.dtype | None]:
+    """(autocast on?, dtype): bf16 where the GPU has it, else fp16 (with a GradScaler); CPU float32."""
+    if device.type != "cuda":
+        return False, None
+    return True, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def _config_mismatch(saved: dict, config: VAEConfig) -> list[str]:
+    now = asdict(config)
+    return sorted(k for k in set(saved) | set(now)
+                  if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k))
+
+
+def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Path,
+              loss_csv: str | Path, device: str = "auto", progress: bool = True) -> SliceVAE:
+    """Train the stage-1 VAE on random crops of the slices of `volumes`; returns it in eval mode.
+
+    volumes:    normalized scans, each (n_slices, H, W) with the slice axis first.
+    checkpoint: written every `checkpoint_every` steps and at the end (atomically); when it
+                exists at the start, training resumes from it (same config required, but
+                `steps` may be raised) and reproduces an uninterrupted run exactly on CPU.
+    loss_csv:   one row of mean losses every 10 steps.
+    """
+    from tqdm import tqdm
+
+    config.validate()
+    volumes = _check_volumes(volumes)
+    checkpoint = Path(checkpoint)
+    dev = select_device(device)
+    configure_device(dev)
+    use_amp, amp_dtype = _amp(dev)
+
+    seed_everything(config.seed)
+    model = SliceVAE(config).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    disc = disc_opt = None
+    if config.adversarial_weight > 0:
+        disc = PatchDiscriminator().to(dev)
+        disc_opt = torch.optim.Adam(disc.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    sampler = SliceSampler(volumes, config.crop_size, config.seed)
+    noise_gen = torch.Generator().manual_seed(config.seed + 1)
+
+    step = 0
+    state = load_checkpoint(checkpoint)
+    if state is not None:
+        if state.get("kind") != KIND:
+            raise ThinsliceError(f"{checkpoint}: not a thinslice VAE checkpoint; delete it or choose another path")
+        diff = _config_mismatch(state["config"], config)
+        if diff:
+            raise ThinsliceError(f"{checkpoint}: checkpoint was trained with another VAE config "
+                                 f"(differs in {', '.join(diff)}); delete it to start over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if disc is not None:
+            disc.load_state_dict(state["discriminator"])
+            disc_opt.load_state_dict(state["discriminator_optimizer"])
+        if "scaler" in state and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
+        sampler.set_state(state["sampler"])
+        noise_gen.set_state(state["noise"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+        if step >= config.steps:
+            model.eval()
+            return model
+
+    def save() -> None:
+        payload = {"kind": KIND, "config": asdict(config), "step": step,
+                   "model": model.state_dict(), "optimizer": opt.state_dict(),
+                   "sampler": sampler.get_state(), "noise": noise_gen.get_state(),
+                   "rng": rng_state()}
+        if disc is not None:
+            payload["discriminator"] = disc.state_dict()
+            payload["discriminator_optimizer"] = disc_opt.state_dict()
+        if scaler.is_enabled():
+            payload["scaler"] = scaler.state_dict()
+        save_checkpoint(checkpoint, payload)
+
+    log = LossLog(loss_csv, LOSS_COLUMNS, resume_step=step)
+    pixels = config.crop_size ** 2
+    latent_side = config.crop_size // 2 ** config.levels
+    sums = dict.fromkeys(LOSS_COLUMNS, 0.0)
+    n_sum = 0
+    model.train()
+    bar = tqdm(total=config.steps, initial=step, desc="vae", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    while step < config.steps:
+        x = torch.from_numpy(sampler.sample(config.batch_size)).to(dev, non_blocking=True)
+        noise = torch.randn((config.batch_size, config.latent_channels, latent_side, latent_side),
+                            generator=noise_gen).to(dev)
+        kl_weight = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) \
+            if config.kl_warmup_steps > 0 else config.beta
+
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+            recon, mean, logvar = model(x, noise)
+        recon = recon.float()
+        rec = F.l1_loss(recon, x) if config.recon_loss == "l1" else F.mse_loss(recon, x)
+        kl = kl_per_pixel(mean, logvar, pixels)
+        loss = rec + kl_weight * kl
+        adv = torch.zeros(())
+        if disc is not None:
+            disc.requires_grad_(False)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+                adv = -disc(recon).float().mean()  # hinge generator loss
+            loss = loss + config.adversarial_weight * adv
+
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+
+        d_loss = torch.zeros(())
+        if disc is not None:
+            disc.requires_grad_(True)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+                d_real = disc(x).float()
+                d_fake = disc(recon.detach()).float()
+            d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+            disc_opt.zero_grad(set_to_none=True)
+            scaler.scale(d_loss).backward()
+            scaler.step(disc_opt)
+        scaler.update()
+
+        step += 1
+        values = {"loss": loss.item(), "recon": rec.item(), "kl": kl.item(), "kl_weight": kl_weight,
+                  "adv": adv.item(), "disc": d_loss.item()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise ThinsliceError(f"VAE training diverged at step {step} (loss {values['loss']}); "
+                                 f"lower vae.learning_rate or vae.beta and delete {checkpoint}")
+        for k, v in values.items():
+            sums[k] += v
+        n_sum += 1
+        bar.update(1)
+        if step % 10 == 0 or step == config.steps:
+            means = {k: v / n_sum for k, v in sums.items()}
+            log.write(step, **means)
+            bar.set_postfix(loss=f"{means['loss']:.4f}", recon=f"{means['recon']:.4f}")
+            sums = dict.fromkeys(LOSS_COLUMNS, 0.0)
+            n_sum = 0
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save()
+    bar.close()
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------- model files
+
+def save_vae(model: SliceVAE, path: str | Path) -> None:
+    """Write the model alone (weights + config), atomically: what `load_vae` reads."""
+    save_checkpoint(path, {"kind": KIND, "config": asdict(model.config),
+                           "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
+
+
+def load_vae(path: str | Path) -> SliceVAE:
+    """The VAE of a training checkpoint or a `save_vae` file, on CPU, in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise ThinsliceError(f"{path}: no such VAE model file; train the VAE first")
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("kind") != KIND:
+        raise ThinsliceError(f"{path}: not a thinslice VAE model file")
+    model = SliceVAE(VAEConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------- synthesis
+
+def interpolate_latents(a: torch.Tensor, b: torch.Tensor, ts, method: str = "linear") -> torch.Tensor:
+    """Latents between `a` and `b` (same shape (..., C, h, w)) at each t of `ts`: (len(ts), *a.shape).
+
+    linear: (1-t) a + t b.  slerp: spherical interpolation of each latent map taken as one
+    vector (falls back to linear where a and b are (anti)parallel or zero).
+    """
+    if method not in INTERPOLATIONS:
+        raise ThinsliceError(f"unknown latent interpolation {method!r}; choose one of {INTERPOLATIONS}")
+    t = torch.as_tensor(np.asarray(ts, dtype=np.float64), dtype=torch.float64, device=a.device)
+    t = t.view(-1, *([1] * a.dim()))
+    a64, b64 = a.double().unsqueeze(0), b.double().unsqueeze(0)
+    if method == "linear":
+        return ((1 - t) * a64 + t * b64).to(a.dtype)
+    na, nb = a64.norm(), b64.norm()
+    if na == 0 or nb == 0:
+        return ((1 - t) * a64 + t * b64).to(a.dtype)
+    cos = ((a64 * b64).sum() / (na * nb)).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    so = torch.sin(omega)
+    if so < 1e-6:
+        return ((1 - t) * a64 + t * b64).to(a.dtype)
+    wa = torch.sin((1 - t) * omega) / so
+    wb = torch.sin(t * omega) / so
+    return (wa * a64 + wb * b64).to(a.dtype)
+
+
+def _pad_slices(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (B, 1, H, W) at the bottom/right to multiples of `multiple`."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+class _Runner:
+    """Batched, no-grad encode/decode of whole slices on a device (padding handled here)."""
+
+    def __init__(self, model: SliceVAE, device: str, batch_size: int):
+        if batch_size < 1:
+            raise ThinsliceError(f"batch_size must be >= 1, got {batch_size}")
+        self.dev = select_device(device)
+        self.model = model.to(self.dev).eval()
+        self.batch = batch_size
+        self.amp, self.dtype = _amp(self.dev)
+
+    @torch.no_grad()
+    def encode(self, slices: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Latent means (n, C, h, w), float32 on the device, and the original (H, W)."""
+        means = []
+        hw = slices.shape[-2:]
+        for i in range(0, len(slices), self.batch):
+            x = torch.from_numpy(np.ascontiguousarray(slices[i:i + self.batch], dtype=np.float32))
+            x, hw = _pad_slices(x[:, None].to(self.dev), self.model.multiple)
+            with torch.autocast(self.dev.type, dtype=self.dtype, enabled=self.amp):
+                mean, _ = self.model.encode(x)
+            means.append(mean.float())
+        return torch.cat(means), tuple(hw)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+        out = []
+        for i in range(0, len(z), self.batch):
+            with torch.autocast(self.dev.type, dtype=self.dtype, enabled=self.amp):
+                y = self.model.decode(z[i:i + self.batch])
+            out.append(y.float()[:, 0, :hw[0], :hw[1]].cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, *hw), np.float32)
+
+
+def _check_volume(volume: np.ndarray) -> np.ndarray:
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3 or min(volume.shape) < 1:
+        raise ThinsliceError(f"synthesize: volume has shape {volume.shape}; expected (n_slices, H, W)")
+    if not np.isfinite(volume).all():
+        raise ThinsliceError("synthesize: volume contains NaN or infinite values; clean it first")
+    return volume
+
+
+def reconstruct(model: SliceVAE, slices: np.ndarray, device: str = "auto", batch_size: int = 8) -> np.ndarray:
+    """Decoded latent means of `slices` (n, H, W): the model's reconstructions, float32."""
+    runner = _Runner(model, device, batch_size)
+    z, hw = runner.encode(_check_volume(slices))
+    return runner.decode(z, hw)
+
+
+def interpolate_pair(model: SliceVAE, a: np.ndarray, b: np.ndarray, ts, interpolation: str = "linear",
+                     device: str = "auto") -> np.ndarray:
+    """Decoded slices between slices `a` and `b` (each (H, W)) at each t of `ts`: (len(ts), H, W).
+
+    t = 0 and t = 1 give the reconstructions of `a` and `b`.
+    """
+    runner = _Runner(model, device, batch_size=8)
+    z, hw = runner.encode(_check_volume(np.stack([a, b])))
+    return runner.decode(interpolate_latents(z[0], z[1], ts, interpolation), hw)
+
+
+def synthesize(model: SliceVAE, volume: np.ndarray, r: int, interpolation: str = "linear",
+               keep_real_slices: bool = True, device: str = "auto", batch_size: int = 8) -> np.ndarray:
+    """Synthetic volume with r times finer slice spacing: shape ((n-1)*r+1, H, W), float32.
+
+    Output slice i*r is real slice i (keep_real_slices) or its reconstruction; slice
+    i*r+k (k = 1..r-1) decodes the latent means of slices i and i+1 interpolated at t = k/r.
+    """
+    if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 1:
+        raise ThinsliceError(f"synthesize: the factor r must be an integer >= 1, got {r!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ThinsliceError(f"unknown latent interpolation {interpolation!r}; choose one of {INTERPOLATIONS}")
+    volume = _check_volume(volume)
+    runner = _Runner(model, device, batch_size)
+    n = volume.shape[0]
+    z, hw = runner.encode(volume)
+    out = np.empty(((n - 1) * r + 1, *hw), dtype=np.float32)
+    if keep_real_slices:
+        out[::r] = volume
+    else:
+        out[::r] = runner.decode(z, hw)
+    if r > 1 and n > 1:
+        ts = np.arange(1, r) / r
+        pending: list[tuple[int, torch.Tensor]] = []  # (output index, latent) decoded in batches
+
+        def flush() -> None:
+            if pending:
+                dec = runner.decode(torch.stack([p[1] for p in pending]), hw)
+                for (index, _), img in zip(pending, dec):
+                    out[index] = img
+                pending.clear()
+
+        for i in range(n - 1):
+            zs = interpolate_latents(z[i], z[i + 1], ts, interpolation)
+            for k in range(r - 1):
+                pending.append((i * r + k + 1, zs[k]))
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
+    return out

@@ -1,0 +1,214 @@
+"""Stage-1 VAE: synthesis geometry, real-slice preservation, training, interpolation, resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import replace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from thinslice.errors import ThinsliceError
+from thinslice.vae import (VAEConfig, interpolate_latents, interpolate_pair, load_vae, reconstruct,
+                           save_vae, synthesize, train_vae)
+
+ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
+
+# Tiny but real: a few hundred steps on 32-pixel crops of a real T1.
+TINY = VAEConfig(levels=2, base_channels=8, latent_channels=4, beta=1e-4, kl_warmup_steps=50,
+                 steps=300, batch_size=8, crop_size=32, learning_rate=2e-3, checkpoint_every=100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def t1() -> np.ndarray:
+    """The nibabel T1 (33x41x25 at 2 mm), in [0, ~1], slice axis (2) first: (25, 33, 41)."""
+    data = np.asarray(nib.load(ANATOMICAL).dataobj, dtype=np.float32)
+    data = data / np.percentile(data, 99.5)
+    return np.ascontiguousarray(np.moveaxis(data, 2, 0))
+
+
+@pytest.fixture(scope="module")
+def trained(t1, tmp_path_factory):
+    d = tmp_path_factory.mktemp("vae")
+    torch.manual_seed(0)
+    model = train_vae([t1], TINY, d / "vae.pt", d / "loss.csv", device="cpu", progress=False)
+    return model, d
+
+
+def l1(a, b) -> float:
+    return float(np.mean(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+@pytest.mark.parametrize("r", [2, 3])
+def test_synthesis_shape_and_real_slices(trained, t1, r):
+    model, _ = trained
+    n, h, w = t1.shape
+    out = synthesize(model, t1, r, device="cpu", batch_size=5)
+    assert out.shape == ((n - 1) * r + 1, h, w) and out.dtype == np.float32
+    assert np.array_equal(out[::r], t1)  # real slices kept exactly
+    assert np.isfinite(out).all()
+
+    recon = reconstruct(model, t1, device="cpu")
+    out2 = synthesize(model, t1, r, keep_real_slices=False, device="cpu", batch_size=5)
+    assert out2.shape == out.shape
+    np.testing.assert_allclose(out2[::r], recon, atol=1e-5)
+    # the synthetic slices do not depend on keep_real_slices
+    mask = np.ones(len(out), bool)
+    mask[::r] = False
+    np.testing.assert_allclose(out2[mask], out[mask], atol=1e-5)
+
+
+def test_synthesis_factor_one_and_bad_input(trained, t1):
+    model, _ = trained
+    assert np.array_equal(synthesize(model, t1, 1, device="cpu"), t1)
+    with pytest.raises(ThinsliceError):
+        synthesize(model, t1, 0, device="cpu")
+    with pytest.raises(ThinsliceError):
+        synthesize(model, t1[0], 2, device="cpu")
+    bad = t1.copy()
+    bad[3, 4, 5] = np.nan
+    with pytest.raises(ThinsliceError):
+        synthesize(model, bad, 2, device="cpu")
+    with pytest.raises(ThinsliceError):
+        synthesize(model, t1, 2, interpolation="cubic", device="cpu")
+
+
+def test_training_improves_reconstruction(trained, t1):
+    model, d = trained
+    untrained = load_vae_like(model)
+    before = l1(reconstruct(untrained, t1, device="cpu"), t1)
+    after = l1(reconstruct(model, t1, device="cpu"), t1)
+    assert after < 0.5 * before, (before, after)
+    # and in absolute terms it is a usable reconstruction of a [0, 1] image
+    assert after < 0.06, after
+    rows = list(csv.DictReader(open(d / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(10, TINY.steps + 1, 10))
+    assert float(rows[-1]["recon"]) < float(rows[0]["recon"])
+
+
+def load_vae_like(model):
+    """A freshly initialized VAE of the same config (the state before training)."""
+    from thinslice.vae import SliceVAE
+
+    torch.manual_seed(TINY.seed)
+    return SliceVAE(model.config).eval()
+
+
+def test_interpolation_endpoints_are_reconstructions(trained, t1):
+    model, _ = trained
+    a, b = t1[10], t1[11]
+    out = interpolate_pair(model, a, b, [0.0, 0.5, 1.0], device="cpu")
+    recon = reconstruct(model, np.stack([a, b]), device="cpu")
+    assert out.shape == (3, *a.shape)
+    np.testing.assert_allclose(out[0], recon[0], atol=1e-5)
+    np.testing.assert_allclose(out[2], recon[1], atol=1e-5)
+    # the midpoint lies between the two in the sense of error: closer to each than they are to each other
+    assert l1(out[1], a) < l1(b, a) and l1(out[1], b) < l1(a, b)
+    for method in ("linear", "slerp"):
+        out = interpolate_pair(model, a, b, [0.0, 1.0], interpolation=method, device="cpu")
+        np.testing.assert_allclose(out, recon, atol=1e-5)
+
+
+def test_synthetic_slices_beat_nearest_neighbour(trained, t1):
+    """Held-out real slices: drop the odd ones, synthesize them back at r = 2."""
+    model, _ = trained
+    kept = t1[0::2]
+    out = synthesize(model, kept, 2, device="cpu")
+    truth = t1[1:len(out):2]
+    synthetic = out[1::2]
+    nearest = kept[:-1]
+    assert l1(synthetic, truth) < l1(nearest, truth), (l1(synthetic, truth), l1(nearest, truth))
+
+
+def test_slerp_endpoints_and_midpoint():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 5, 6, generator=g)
+    b = torch.randn(4, 5, 6, generator=g)
+    z = interpolate_latents(a, b, [0.0, 0.5, 1.0], "slerp")
+    assert z.shape == (3, 4, 5, 6)
+    torch.testing.assert_close(z[0], a, rtol=0, atol=1e-6)
+    torch.testing.assert_close(z[2], b, rtol=0, atol=1e-6)
+    # slerp keeps the norm of equal-norm endpoints; linear shrinks it
+    b = b * a.norm() / b.norm()
+    zs = interpolate_latents(a, b, [0.5], "slerp")[0]
+    zl = interpolate_latents(a, b, [0.5], "linear")[0]
+    assert abs(float(zs.norm() - a.norm())) < 1e-4 * float(a.norm())
+    assert float(zl.norm()) < float(a.norm())
+    torch.testing.assert_close(zl, (a + b) / 2)
+    # parallel latents: falls back to linear instead of dividing by sin(0)
+    zp = interpolate_latents(a, 2 * a, [0.5], "slerp")[0]
+    assert torch.isfinite(zp).all()
+    torch.testing.assert_close(zp, 1.5 * a)
+
+
+def test_resume_reproduces_uninterrupted_run(t1, tmp_path):
+    cfg = replace(TINY, steps=20, checkpoint_every=5, adversarial_weight=0.1)
+    full = train_vae([t1], cfg, tmp_path / "full.pt", tmp_path / "full.csv", device="cpu", progress=False)
+    half_cfg = replace(cfg, steps=10)
+    train_vae([t1], half_cfg, tmp_path / "split.pt", tmp_path / "split.csv", device="cpu", progress=False)
+    assert torch.load(tmp_path / "split.pt", weights_only=False)["step"] == 10
+    torch.manual_seed(123)  # the global RNG state at resume time must not matter
+    np.random.seed(123)
+    resumed = train_vae([t1], cfg, tmp_path / "split.pt", tmp_path / "split.csv", device="cpu",
+                        progress=False)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ck_full = torch.load(tmp_path / "full.pt", weights_only=False)
+    ck_split = torch.load(tmp_path / "split.pt", weights_only=False)
+    assert ck_split["step"] == 20 and ck_split["kind"] == "thinslice-vae"
+    for k in ck_full["discriminator"]:
+        assert torch.equal(ck_full["discriminator"][k], ck_split["discriminator"][k]), k
+    assert open(tmp_path / "full.csv").read() == open(tmp_path / "split.csv").read()
+
+    # already at `steps`: returns the checkpoint's model without training
+    again = train_vae([t1], cfg, tmp_path / "split.pt", tmp_path / "split.csv", device="cpu", progress=False)
+    for k in a:
+        assert torch.equal(a[k], again.state_dict()[k]), k
+    # another config: a clear error that says to delete the file
+    with pytest.raises(ThinsliceError, match="delete"):
+        train_vae([t1], replace(cfg, beta=0.5), tmp_path / "split.pt", tmp_path / "x.csv",
+                  device="cpu", progress=False)
+
+
+def test_same_config_same_weights(t1, tmp_path):
+    cfg = replace(TINY, steps=6)
+    m1 = train_vae([t1], cfg, tmp_path / "a.pt", tmp_path / "a.csv", device="cpu", progress=False)
+    m2 = train_vae([t1], cfg, tmp_path / "b.pt", tmp_path / "b.csv", device="cpu", progress=False)
+    for k, v in m1.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+
+
+def test_model_file_round_trip(trained, t1, tmp_path):
+    model, d = trained
+    from_checkpoint = load_vae(d / "vae.pt")
+    save_vae(model, tmp_path / "model.pt")
+    from_file = load_vae(tmp_path / "model.pt")
+    ref = synthesize(model, t1[:4], 2, device="cpu")
+    for m in (from_checkpoint, from_file):
+        assert m.config == model.config
+        np.testing.assert_array_equal(synthesize(m, t1[:4], 2, device="cpu"), ref)
+    with pytest.raises(ThinsliceError):
+        load_vae(tmp_path / "missing.pt")
+
+
+def test_small_slices_and_several_subjects(tmp_path, t1):
+    """Slices smaller than the crop are padded; subjects of different in-plane sizes mix."""
+    cfg = replace(TINY, steps=4, crop_size=48)
+    vols = [t1, t1[:5, :20, :17].copy()]
+    model = train_vae(vols, cfg, tmp_path / "v.pt", tmp_path / "v.csv", device="cpu", progress=False)
+    out = synthesize(model, vols[1], 4, device="cpu")
+    assert out.shape == (17, 20, 17)
+
+
+def test_bad_config_names_key():
+    with pytest.raises(ThinsliceError, match="recon_loss"):
+        VAEConfig(recon_loss="l3").validate()
+    with pytest.raises(ThinsliceError, match="crop_size"):
+        VAEConfig(levels=3, crop_size=60).validate()
+    with pytest.raises(ThinsliceError, match="nope"):
+        VAEConfig.from_dict({"nope": 1})

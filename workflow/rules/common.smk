@@ -1,0 +1,106 @@
+# Configuration, sample sheet and path helpers shared by every rule file.
+
+import csv
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+RUN = config["run"]
+OUT = f"results/{RUN}"
+LOGS = f"logs/{RUN}"
+# Rules call the package's command line; `src/` on PYTHONPATH lets conda envs use it uninstalled.
+TS = "python -m thinslice"
+shell.prefix(f"export PYTHONPATH={Path(workflow.basedir, 'src')}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+
+# Files the workflow itself can fetch; any other input path must exist before the run.
+FETCHABLE = {"resources/demo/MESE_T2_dicom_data", "resources/ch2.nii.gz"}
+
+
+def read_samples(path):
+    """Rows of the sample sheet (TSV) validated against its schema, keyed by subject."""
+    if not os.path.exists(path):
+        raise ValueError(f"config key 'samples': sample sheet {path} does not exist; fix the path")
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if any((v or "").strip() for v in r.values())]
+    if not rows:
+        raise ValueError(f"{path}: the sample sheet lists no subject")
+    samples = {}
+    for n, row in enumerate(rows, start=2):
+        row = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
+        row = {k: v for k, v in row.items() if v not in ("", None, "NA")}
+        for key, cast in (("echo", int), ("slice_axis", int), ("slice_thickness", float)):
+            if key in row:
+                try:
+                    row[key] = cast(row[key])
+                except ValueError:
+                    raise ValueError(f"{path} line {n}: column '{key}' = {row[key]!r} is not a number") from None
+        try:
+            validate(row, schema="../schemas/samples.schema.yaml")
+        except Exception as exc:
+            raise ValueError(f"{path} line {n}: {str(exc).splitlines()[0]}") from None
+        if row["subject"] in samples:
+            raise ValueError(f"{path} line {n}: subject '{row['subject']}' appears twice")
+        for key in ("path", "truth"):
+            p = row.get(key)
+            if p and p not in FETCHABLE and not os.path.exists(p):
+                raise ValueError(f"{path} line {n}: {key} '{p}' does not exist; fix the path in the sample sheet")
+        samples[row["subject"]] = row
+    return samples
+
+
+SAMPLES = read_samples(config["samples"])
+SUBJECTS = list(SAMPLES)
+SIMULATE = config["simulate"]["enabled"]
+INTERPOLATIONS = [m for m in config["methods"] if m in ("linear", "cubic")]
+METHODS = config["methods"]
+
+
+def has_truth(subject):
+    return SIMULATE or "truth" in SAMPLES[subject]
+
+
+def truth_path(subject):
+    if SIMULATE:
+        return f"{OUT}/truth/{subject}.nii.gz"
+    return SAMPLES[subject].get("truth", "")
+
+
+def scan_path(wildcards):
+    """What `prepare` reads: the simulated LR in a benchmark, else the sample's scan."""
+    if SIMULATE:
+        return f"{OUT}/simulated/{wildcards.subject}.nii.gz"
+    return SAMPLES[wildcards.subject]["path"]
+
+
+def prepare_options(wildcards):
+    row = SAMPLES[wildcards.subject]
+    opts = []
+    if SIMULATE:
+        opts += [f"--slice-axis {config['simulate']['axis']}", f"--thickness {config['simulate']['fwhm_mm']}",
+                 f"--factor {config['simulate']['factor']}"]
+    else:
+        if "echo" in row:
+            opts.append(f"--echo {row['echo']}")
+        if "slice_axis" in row:
+            opts.append(f"--slice-axis {row['slice_axis']}")
+        if "slice_thickness" in row:
+            opts.append(f"--thickness {row['slice_thickness']}")
+        if config.get("target_spacing_mm"):
+            opts.append(f"--target-spacing {config['target_spacing_mm']}")
+        else:
+            opts.append(f"--factor {config['factor']}")
+    return " ".join(opts)
+
+
+def method_output(method, subject):
+    return f"{OUT}/{method}/{subject}.nii.gz"
+
+
+def all_targets():
+    targets = [f"{OUT}/metrics.csv", f"{OUT}/metrics_summary.md", f"{OUT}/figures/methods.png"]
+    targets += [method_output(m, s) for m in METHODS for s in SUBJECTS]
+    return targets

@@ -1,0 +1,82 @@
+# Data: fetch the public demo and benchmark data, simulate benchmark scans, prepare each subject.
+
+
+rule fetch_demo:
+    output:
+        directory("resources/demo/MESE_T2_dicom_data"),
+    log:
+        "logs/fetch_demo.log",
+    benchmark:
+        "logs/benchmarks/fetch_demo.tsv"
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "{TS} fetch-demo --out {output} --cache resources/cache > {log} 2>&1"
+
+
+rule fetch_ch2:
+    output:
+        "resources/ch2.nii.gz",
+    log:
+        "logs/fetch_ch2.log",
+    benchmark:
+        "logs/benchmarks/fetch_ch2.tsv"
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "{TS} fetch-ch2 --out {output} > {log} 2>&1"
+
+
+rule simulate:
+    input:
+        lambda wc: SAMPLES[wc.subject]["path"],
+    output:
+        lr=f"{OUT}/simulated/{{subject}}.nii.gz",
+        truth=f"{OUT}/truth/{{subject}}.nii.gz",
+    params:
+        axis=config["simulate"]["axis"],
+        factor=config["simulate"]["factor"],
+        profile=config["simulate"]["profile"],
+        fwhm=config["simulate"]["fwhm_mm"],
+    log:
+        f"{LOGS}/simulate/{{subject}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/simulate/{{subject}}.tsv"
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "{TS} simulate --truth {input} --out-lr {output.lr} --out-truth {output.truth}"
+        " --axis {params.axis} --factor {params.factor} --profile {params.profile}"
+        " --fwhm {params.fwhm} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        scan_path,
+    output:
+        image=f"{OUT}/input/{{subject}}.nii.gz",
+        geometry=f"{OUT}/input/{{subject}}.json",
+        mask=f"{OUT}/input/{{subject}}_mask.nii.gz",
+    params:
+        options=prepare_options,
+    log:
+        f"{LOGS}/prepare/{{subject}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/prepare/{{subject}}.tsv"
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "{TS} prepare --input {input} {params.options} --out-image {output.image}"
+        " --out-geometry {output.geometry} --out-mask {output.mask} > {log} 2>&1"

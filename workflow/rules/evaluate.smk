@@ -1,0 +1,48 @@
+# Evaluation: metrics of every (method, subject) output, gathered into metrics.csv.
+
+
+rule evaluate:
+    input:
+        output=f"{OUT}/{{method}}/{{subject}}.nii.gz",
+        image=f"{OUT}/input/{{subject}}.nii.gz",
+        geometry=f"{OUT}/input/{{subject}}.json",
+        mask=f"{OUT}/input/{{subject}}_mask.nii.gz",
+        truth=lambda wc: truth_path(wc.subject) if has_truth(wc.subject) else [],
+    output:
+        f"{OUT}/metrics/{{method}}/{{subject}}.json",
+    params:
+        truth=lambda wc, input: f"--truth {input.truth}" if input.truth else "",
+    log:
+        f"{LOGS}/evaluate/{{method}}/{{subject}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate/{{method}}/{{subject}}.tsv"
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+    shell:
+        "{TS} evaluate --output {input.output} --image {input.image} --geometry {input.geometry}"
+        " --mask {input.mask} {params.truth} --subject {wildcards.subject} --method {wildcards.method}"
+        " --out {output} > {log} 2>&1"
+
+
+rule collect_metrics:
+    input:
+        expand(f"{OUT}/metrics/{{method}}/{{subject}}.json", method=METHODS, subject=SUBJECTS),
+    output:
+        table=report(f"{OUT}/metrics.csv", caption="../report/metrics.rst", category="Metrics"),
+        summary=f"{OUT}/metrics_summary.csv",
+        markdown=f"{OUT}/metrics_summary.md",
+    log:
+        f"{LOGS}/collect_metrics.log",
+    benchmark:
+        f"{OUT}/benchmarks/collect_metrics.tsv"
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "{TS} collect {input} --out {output.table} --summary-csv {output.summary}"
+        " --summary-md {output.markdown} > {log} 2>&1"
