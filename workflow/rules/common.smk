@@ -12,8 +12,7 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 RUN = config["run"]
 OUT = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
-# Rules call the package's command line; `src/` on PYTHONPATH lets conda envs use it uninstalled.
-TS = "python -m thinslice"
+# Rules call `python -m thinslice`; `src/` on PYTHONPATH lets conda envs use the package uninstalled.
 shell.prefix(f"export PYTHONPATH={Path(workflow.basedir, 'src')}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 # Files the workflow itself can fetch; any other input path must exist before the run.
@@ -98,6 +97,10 @@ def prepare_options(wildcards):
 
 def method_output(method, subject):
     return f"{OUT}/{method}/{subject}.nii.gz"
+
+
+def figure_subject():
+    return config["figure"]["subject"] or SUBJECTS[0]
 
 
 def all_targets():

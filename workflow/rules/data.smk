@@ -14,7 +14,7 @@ rule fetch_demo:
     resources:
         mem_mb=1000,
     shell:
-        "{TS} fetch-demo --out {output} --cache resources/cache > {log} 2>&1"
+        "python -m thinslice fetch-demo --out {output} --cache resources/cache > {log} 2>&1"
 
 
 rule fetch_ch2:
@@ -30,7 +30,7 @@ rule fetch_ch2:
     resources:
         mem_mb=1000,
     shell:
-        "{TS} fetch-ch2 --out {output} > {log} 2>&1"
+        "python -m thinslice fetch-ch2 --out {output} > {log} 2>&1"
 
 
 rule simulate:
@@ -54,7 +54,7 @@ rule simulate:
     resources:
         mem_mb=4000,
     shell:
-        "{TS} simulate --truth {input} --out-lr {output.lr} --out-truth {output.truth}"
+        "python -m thinslice simulate --truth {input} --out-lr {output.lr} --out-truth {output.truth}"
         " --axis {params.axis} --factor {params.factor} --profile {params.profile}"
         " --fwhm {params.fwhm} > {log} 2>&1"
 
@@ -78,5 +78,5 @@ rule prepare:
     resources:
         mem_mb=4000,
     shell:
-        "{TS} prepare --input {input} {params.options} --out-image {output.image}"
+        "python -m thinslice prepare --input {input} {params.options} --out-image {output.image}"
         " --out-geometry {output.geometry} --out-mask {output.mask} > {log} 2>&1"

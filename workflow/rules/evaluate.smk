@@ -22,7 +22,7 @@ rule evaluate:
     resources:
         mem_mb=6000,
     shell:
-        "{TS} evaluate --output {input.output} --image {input.image} --geometry {input.geometry}"
+        "python -m thinslice evaluate --output {input.output} --image {input.image} --geometry {input.geometry}"
         " --mask {input.mask} {params.truth} --subject {wildcards.subject} --method {wildcards.method}"
         " --out {output} > {log} 2>&1"
 
@@ -44,5 +44,5 @@ rule collect_metrics:
     resources:
         mem_mb=1000,
     shell:
-        "{TS} collect {input} --out {output.table} --summary-csv {output.summary}"
+        "python -m thinslice collect {input} --out {output.table} --summary-csv {output.summary}"
         " --summary-md {output.markdown} > {log} 2>&1"

@@ -1,10 +1,6 @@
 # Figures: through-plane reformats of every method on one subject.
 
 
-def figure_subject():
-    return config["figure"]["subject"] or SUBJECTS[0]
-
-
 rule figure_methods:
     input:
         image=lambda wc: f"{OUT}/input/{figure_subject()}.nii.gz",
@@ -27,5 +23,5 @@ rule figure_methods:
     resources:
         mem_mb=4000,
     shell:
-        "{TS} figure --image {input.image} --geometry {input.geometry} --methods {params.methods}"
+        "python -m thinslice figure --image {input.image} --geometry {input.geometry} --methods {params.methods}"
         " --outputs {input.outputs} {params.truth} --title '{params.title}' --out {output} > {log} 2>&1"

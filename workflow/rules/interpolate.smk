@@ -19,5 +19,5 @@ rule interpolate:
     resources:
         mem_mb=4000,
     shell:
-        "{TS} upsample --method {wildcards.method} --image {input.image}"
+        "python -m thinslice upsample --method {wildcards.method} --image {input.image}"
         " --geometry {input.geometry} --out {output} > {log} 2>&1"
