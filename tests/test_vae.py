@@ -22,6 +22,15 @@ TINY = VAEConfig(levels=2, base_channels=8, latent_channels=4, beta=1e-4, kl_war
                  steps=300, batch_size=8, crop_size=32, learning_rate=2e-3, checkpoint_every=100, seed=0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small convolutions run fastest on one thread (and do not fight a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def t1() -> np.ndarray:
     """The nibabel T1 (33x41x25 at 2 mm), in [0, ~1], slice axis (2) first: (25, 33, 41)."""

@@ -70,6 +70,21 @@ def _figure(a):
     run_figure(a.image, a.geometry, outputs, a.out, truth_path=a.truth, title=a.title)
 
 
+def _bench_table(a):
+    from .benchtable import markdown, run_table
+
+    rows = [row for d in a.runs for row in run_table(d)]
+    text = markdown(rows)
+    print(text, end="")
+    if a.out:
+        from pathlib import Path
+
+        from .io import atomic_path
+
+        with atomic_path(a.out) as tmp:
+            Path(tmp).write_text(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="thinslice", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default="")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_figure)
+    s = sub.add_parser("bench-table", help="print the benchmark table of finished runs")
+    s.add_argument("runs", nargs="+", help="run folders, e.g. results/ch2-z4")
+    s.add_argument("--out", help="also write the table (Markdown) here")
+    s.set_defaults(func=_bench_table)
     return p
 
 

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from .geometry import Geometry
+from .interpolate import nearest_upsample
 from .io import atomic_path
 from .metrics import compare, real_slice_error, through_plane_sharpness
 from .volume import Volume
@@ -31,7 +32,7 @@ def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str
     geom = Geometry.load(geometry)
     axis, r = geom.slice_axis, geom.factor
     fg = _load(mask).data > 0.5
-    fg_out = np.repeat(fg, r, axis=axis)[tuple(slice(0, n) for n in out.shape)]
+    fg_out = nearest_upsample(fg, axis, r)
     row = {"subject": subject, "method": method, "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
            "sharpness": through_plane_sharpness(geom.normalize(out.data), axis, fg_out),
            "real_slice_error": real_slice_error(out.data, low.data, axis, r)}

@@ -11,8 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .geometry import Geometry  # noqa: E402
+from .geometry import Geometry, output_affine, output_shape  # noqa: E402
+from .interpolate import nearest_upsample  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .metrics import resample_to  # noqa: E402
+from .volume import Volume  # noqa: E402
 
 
 def _load(path):
@@ -30,6 +33,17 @@ def reformat(data: np.ndarray, slice_axis: int, in_plane_axis: int, index: int |
     return section if kept.index(in_plane_axis) == 0 else section.T
 
 
+def truth_on_output_grid(truth_path, lr_path, geom: Geometry) -> np.ndarray:
+    """The ground truth sampled at the output grid's voxels (world coordinates; 0 outside its
+    field of view), whatever its own grid: a truth column may hold any orientation or extent."""
+    lr_img = nib.load(str(lr_path))
+    shape = output_shape(lr_img.shape[:3], geom.slice_axis, geom.factor)
+    reference = Volume(np.zeros(shape, np.float32), output_affine(lr_img.affine, geom.slice_axis, geom.factor))
+    t = nib.load(str(truth_path))
+    values, inside = resample_to(Volume(np.asarray(t.dataobj, dtype=np.float32), t.affine), reference, order=1)
+    return np.where(inside, values, 0.0).astype(np.float32)
+
+
 def run_figure(lr_path, geometry_path, outputs: dict[str, str], out_png, truth_path=None,
                title: str = "") -> None:
     """One row of through-plane reformats (LR, each method, truth), and |error| below when a
@@ -38,10 +52,9 @@ def run_figure(lr_path, geometry_path, outputs: dict[str, str], out_png, truth_p
     axis = geom.slice_axis
     in_plane = [a for a in range(3) if a != axis][0]
     lr, lr_zoom = _load(lr_path)
-    panels = [("LR (nearest)", np.repeat(lr, geom.factor, axis=axis)[
-        tuple(slice(0, (n - 1) * geom.factor + 1) if a == axis else slice(None) for a, n in enumerate(lr.shape))])]
+    panels = [("LR (nearest)", nearest_upsample(lr, axis, geom.factor))]
     panels += [(name, _load(p)[0]) for name, p in outputs.items()]
-    truth = _load(truth_path)[0] if truth_path else None
+    truth = truth_on_output_grid(truth_path, lr_path, geom) if truth_path else None
     if truth is not None:
         panels.append(("ground truth", truth))
     sections = [(name, reformat(d, axis, in_plane)) for name, d in panels]

@@ -29,3 +29,11 @@ def upsample(data: np.ndarray, axis: int, r: int, method: str = "cubic") -> np.n
     w = interpolation_matrix(data.shape[axis], r, method).astype(np.float32)
     moved = np.moveaxis(np.asarray(data, dtype=np.float32), axis, -1)
     return np.moveaxis(moved @ w.T, -1, axis)
+
+
+def nearest_upsample(data: np.ndarray, axis: int, r: int) -> np.ndarray:
+    """`data` on the output grid ((n-1)*r+1 slices along `axis`), each output slice taking the
+    nearest input slice: input slice i covers output slices i*r - r/2 .. i*r + r/2."""
+    n = data.shape[axis]
+    index = np.minimum(np.floor(np.arange((n - 1) * r + 1) / r + 0.5).astype(int), n - 1)
+    return np.take(data, index, axis=axis)

@@ -101,7 +101,10 @@ def load_volume(path: str | Path, echo: int | None = None) -> tuple[Volume, dict
         except ValueError as exc:  # Volume(): not 3D
             raise ThinsliceError(f"{path}: {exc}; thinslice needs a 3D volume") from None
         except Exception as exc:  # any reader failure: corrupt or truncated file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # SimpleITK's first line only locates its own source file: skip it
+            lines = [line.strip() for line in str(exc).splitlines()
+                     if line.strip() and not line.startswith("Exception thrown in SimpleITK")]
+            first = lines[0] if lines else type(exc).__name__
             raise ThinsliceError(f"{path}: cannot be read ({first}); is the file complete?") from None
     check_volume(vol, str(path))
     return vol, meta

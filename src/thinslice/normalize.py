@@ -16,7 +16,8 @@ def foreground_mask(data: np.ndarray) -> np.ndarray:
     if float(data.max()) <= float(data.min()):
         return np.zeros(data.shape, dtype=bool)
     mask = data > threshold_otsu(data)
-    mask = ndimage.binary_closing(mask, iterations=2)
+    # close on an edge-padded copy: an object that touches the field of view keeps its rim
+    mask = ndimage.binary_closing(np.pad(mask, 2, mode="edge"), iterations=2)[(slice(2, -2),) * mask.ndim]
     mask = ndimage.binary_fill_holes(mask)
     labels, n = ndimage.label(mask)
     if n > 1:

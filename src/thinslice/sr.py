@@ -316,6 +316,9 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
         sampler.state = state["sampler"]
         set_rng_state(state["rng"])
         start = int(state["step"])
+        sums, count = np.array(state["log_sums"], dtype=np.float64), int(state["log_count"])
+    else:
+        sums, count = np.zeros(3), 0
     log = LossLog(loss_csv, ["loss", "l1", "gradient", "lr"], resume_step=start)
     amp = dev.type == "cuda"
 
@@ -323,11 +326,9 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
         save_checkpoint(checkpoint, {
             "kind": "thinslice-sr-checkpoint", "step": step, "config": asdict(config),
             "factor": sampler.factor, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "sampler": sampler.state, "rng": rng_state()})
+            "sampler": sampler.state, "rng": rng_state(), "log_sums": sums.tolist(), "log_count": count})
 
     model.train()
-    sums = np.zeros(3)
-    count = 0
     bar = tqdm(total=config.steps, initial=start, desc="sr", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     for step in range(start, config.steps):
@@ -346,7 +347,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sums += (float(loss), float(l1), float(grad))
+        sums += (loss.item(), l1.item(), grad.item())
         count += 1
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:

@@ -2,6 +2,8 @@
 
 import csv
 import os
+import re
+import shlex
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -17,6 +19,15 @@ shell.prefix(f"export PYTHONPATH={Path(workflow.basedir, 'src')}${{{{PYTHONPATH:
 
 # Files the workflow itself can fetch; any other input path must exist before the run.
 FETCHABLE = {"resources/demo/MESE_T2_dicom_data", "resources/ch2.nii.gz"}
+
+
+def schema_error_line(exc):
+    """One line from a schema validation error: the offending column and the reason."""
+    text = str(exc)
+    reason = next((l.split(": ", 1)[1] for l in text.splitlines() if l.startswith("ValidationError: ")),
+                  text.splitlines()[0])
+    where = re.search(r"On instance\['([^']+)'\]", text)
+    return f"column '{where.group(1)}': {reason}" if where else reason
 
 
 def read_samples(path):
@@ -40,7 +51,7 @@ def read_samples(path):
         try:
             validate(row, schema="../schemas/samples.schema.yaml")
         except Exception as exc:
-            raise ValueError(f"{path} line {n}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"{path} line {n}: {schema_error_line(exc)}") from None
         if row["subject"] in samples:
             raise ValueError(f"{path} line {n}: subject '{row['subject']}' appears twice")
         for key in ("path", "truth"):
@@ -53,6 +64,9 @@ def read_samples(path):
 
 SAMPLES = read_samples(config["samples"])
 SUBJECTS = list(SAMPLES)
+if config["figure"]["subject"] is not None and config["figure"]["subject"] not in SAMPLES:
+    raise ValueError(f"config key 'figure.subject': '{config['figure']['subject']}' is not a subject of "
+                     f"the sample sheet {config['samples']}; choose one of {', '.join(SUBJECTS)}")
 SIMULATE = config["simulate"]["enabled"]
 INTERPOLATIONS = [m for m in config["methods"] if m in ("linear", "cubic")]
 METHODS = config["methods"]

@@ -54,7 +54,7 @@ rule simulate:
     resources:
         mem_mb=4000,
     shell:
-        "python -m thinslice simulate --truth {input} --out-lr {output.lr} --out-truth {output.truth}"
+        "python -m thinslice simulate --truth {input:q} --out-lr {output.lr} --out-truth {output.truth}"
         " --axis {params.axis} --factor {params.factor} --profile {params.profile}"
         " --fwhm {params.fwhm} > {log} 2>&1"
 
@@ -78,5 +78,5 @@ rule prepare:
     resources:
         mem_mb=4000,
     shell:
-        "python -m thinslice prepare --input {input} {params.options} --out-image {output.image}"
+        "python -m thinslice prepare --input {input:q} {params.options} --out-image {output.image}"
         " --out-geometry {output.geometry} --out-mask {output.mask} > {log} 2>&1"

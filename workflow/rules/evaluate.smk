@@ -11,7 +11,7 @@ rule evaluate:
     output:
         f"{OUT}/metrics/{{method}}/{{subject}}.json",
     params:
-        truth=lambda wc, input: f"--truth {input.truth}" if input.truth else "",
+        truth=lambda wc, input: f"--truth {shlex.quote(str(input.truth))}" if input.truth else "",
     log:
         f"{LOGS}/evaluate/{{method}}/{{subject}}.log",
     benchmark:

@@ -11,7 +11,7 @@ rule figure_methods:
         report(f"{OUT}/figures/methods.png", caption="../report/methods.rst", category="Figures"),
     params:
         methods=" ".join(METHODS),
-        truth=lambda wc, input: f"--truth {input.truth}" if input.truth else "",
+        truth=lambda wc, input: f"--truth {shlex.quote(str(input.truth))}" if input.truth else "",
         title=lambda wc: f"{RUN}: {figure_subject()}",
     log:
         f"{LOGS}/figure_methods.log",

@@ -1,0 +1,253 @@
+"""Stage 2: training pairs, the SR network, its model files, resuming and inference."""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from thinslice import metrics, sr
+from thinslice.degrade import blur, degrade
+from thinslice.errors import ThinsliceError
+from thinslice.interpolate import upsample
+from thinslice.pairs import Pair, resample_axis, self_pairs, synthetic_pairs
+
+ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _phantom(shape=(24, 28, 21), seed=0) -> np.ndarray:
+    """Smooth random blobs in [0, 1]: structure at several scales along every axis."""
+    from scipy import ndimage
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.random(shape), 1.5)
+    return ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def anatomical():
+    img = nib.load(ANATOMICAL)
+    return np.asarray(img.dataobj, dtype=np.float32)  # real T1, 33x41x25 at 2 mm
+
+
+def _random_tail(model: sr.SRNet, seed=0) -> sr.SRNet:
+    """A net whose output is not just its input (the last layer starts at zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.tail.weight.copy_(torch.randn(model.tail.weight.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- pairs
+
+def test_synthetic_pairs_lie_on_the_real_grid():
+    r, axis = 4, 2
+    hr = _phantom((20, 22, 4 * 5 + 1))                       # (n-1)*r+1 slices
+    real_lr = degrade(hr, axis, r, "gaussian", 4.0, 1.0)       # the "real" acquisition
+    (pair,) = synthetic_pairs(hr, axis, r, "gaussian", 4.0, 1.0)
+    assert isinstance(pair, Pair) and pair.axis == axis and pair.factor == r and pair.context is None
+    assert pair.input.shape == pair.target.shape == hr.shape
+    assert pair.input.dtype == pair.target.dtype == np.float32
+    np.testing.assert_array_equal(pair.target, hr)
+    # the degraded grid is the real LR grid: the input passes through its slices
+    np.testing.assert_allclose(pair.input[:, :, ::r], real_lr, atol=1e-5)
+    np.testing.assert_allclose(pair.input, upsample(real_lr, axis, r), atol=1e-6)
+
+
+def test_synthetic_pairs_drop_trailing_slices_past_the_last_lr_slice():
+    (pair,) = synthetic_pairs(_phantom((10, 23, 12)), 1, 4, "box", 4.0, 1.0)
+    assert pair.input.shape == pair.target.shape == (10, 21, 12)
+
+
+def test_self_pairs_degrade_each_in_plane_axis():
+    r = 4
+    lr = _phantom((26, 29, 9))       # slice axis 2; in-plane already at the target spacing
+    pairs = self_pairs(lr, 2, r, "gaussian", 4.0, 4.0, (1.0, 1.0))
+    assert [(p.axis, p.context, p.factor) for p in pairs] == [(0, (1,), r), (1, (0,), r)]
+    assert pairs[0].input.shape == pairs[0].target.shape == (25, 29, 9)   # (7-1)*4+1 along axis 0
+    assert pairs[1].input.shape == pairs[1].target.shape == (26, 29, 9)   # (8-1)*4+1 along axis 1
+    np.testing.assert_array_equal(pairs[1].target, lr)
+    expected = blur(lr, 1, "gaussian", 4.0, 1.0)[:, ::r]
+    np.testing.assert_allclose(pairs[1].input[:, ::r], expected, atol=1e-5)
+
+
+def test_self_pairs_resample_in_plane_axes_to_the_target_spacing():
+    # knee-like: 0.625 mm in-plane, 4 mm slices, r = 4 -> target 1 mm
+    lr = _phantom((33, 40, 6))
+    pairs = self_pairs(lr, 2, 4, "gaussian", 3.0, 4.0, (0.625, 0.625))
+    n0 = int(np.floor(32 * 0.625)) + 1     # 21 samples at 1 mm along axis 0
+    n1 = int(np.floor(39 * 0.625)) + 1     # 25 along axis 1
+    assert pairs[0].target.shape == ((n0 - 1) // 4 * 4 + 1, 40, 6)
+    assert pairs[1].target.shape == (33, (n1 - 1) // 4 * 4 + 1, 6)
+
+
+def test_resample_axis_keeps_the_first_sample_and_reproduces_a_ramp():
+    ramp = np.broadcast_to(np.arange(41, dtype=np.float32)[:, None, None] * 0.5, (41, 3, 2)).copy()
+    out = resample_axis(ramp, 0, 0.5, 0.25)                    # upsampling: no prefilter
+    assert out.shape == (81, 3, 2)
+    np.testing.assert_allclose(out[20:-20, 0, 0], np.arange(20, 61) * 0.25, atol=1e-4)
+    assert resample_axis(ramp, 0, 1.0, 1.0) is not None and resample_axis(ramp, 0, 1.0, 1.0).shape == ramp.shape
+
+
+def test_pairs_reject_bad_input():
+    with pytest.raises(ThinsliceError, match="too short"):
+        self_pairs(_phantom((3, 20, 5)), 2, 4, "gaussian", 4.0, 4.0, 1.0)
+    with pytest.raises(ThinsliceError, match="NaN"):
+        synthetic_pairs(np.full((9, 9, 9), np.nan), 2, 2, "skip", 2.0, 1.0)
+    with pytest.raises(ThinsliceError, match="slice model"):
+        synthetic_pairs(_phantom((9, 9, 9)), 2, 2, "sinc", 2.0, 1.0)
+
+
+def test_patches_start_on_real_samples_even_when_flipped():
+    r = 4
+    hr = _phantom((30, 31, 29))
+    (pair,) = synthetic_pairs(hr, 1, r, "skip", 4.0, 1.0)
+    phase = np.broadcast_to((np.arange(pair.input.shape[1]) % r)[None, :, None], pair.input.shape)
+    for arch in ("2d", "3d"):
+        config = sr.SRConfig(architecture=arch, patch_size=12, foreground_fraction=0.5)
+        sampler = sr.PatchSampler([Pair(phase, pair.target, 1, r)], config)
+        x, _ = sampler.batch(64)
+        assert x.shape == ((64, 1, 12, 12) if arch == "2d" else (64, 1, 12, 12, 12))
+        np.testing.assert_array_equal(x[..., ::r], 0)          # degraded axis is the last one
+        after = x[..., 1::r]                                     # flipped: the sample before a real one
+        assert set(np.unique(after)) == {1, r - 1}
+        assert np.all(x[..., 2::r] == 2)
+
+
+# --------------------------------------------------------------------------- network and inference
+
+def test_untrained_net_returns_its_input():
+    vol = _phantom((17, 19, 25))
+    for arch in ("2d", "3d"):
+        model = sr.build_model(sr.SRConfig(architecture=arch, channels=8, depth=1), 4).eval()
+        np.testing.assert_allclose(sr.apply_sr(model, vol, 2, device="cpu"), vol, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["2d", "3d"])
+@pytest.mark.parametrize("unshuffle", [True, False])
+def test_sliding_window_equals_whole_volume(arch, unshuffle):
+    r, axis = 2, 1
+    vol = _phantom((30, 45, 27), seed=1)
+    model = _random_tail(sr.build_model(sr.SRConfig(architecture=arch, channels=8, depth=1,
+                                                    unshuffle=unshuffle), r))
+    windows = sr.apply_sr(model, vol, axis, patch=20, device="cpu", batch_size=3)
+    whole = sr.apply_sr(model, vol, axis, patch=1000, device="cpu")
+    assert windows.shape == vol.shape and windows.dtype == np.float32
+    assert np.abs(whole - vol).max() > 1e-3                    # the net does something
+    np.testing.assert_allclose(windows, whole, atol=1e-5)
+    # "whole" is the net applied directly to whole images / the whole volume
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(vol, axis, -1)))
+        if arch == "2d":   # (C, W, H) for W = each other axis, averaged
+            a = model(t[:, None])[:, 0]
+            b = model(t.transpose(0, 1)[:, None])[:, 0].transpose(0, 1)
+            direct = ((a + b) / 2).numpy()
+        else:
+            direct = model(t[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(whole, np.moveaxis(direct, -1, axis), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- model files
+
+def test_model_file_round_trip(tmp_path):
+    config = sr.SRConfig(channels=8, depth=2)
+    model = _random_tail(sr.build_model(config, 3))
+    meta = {"factor": 3, "slice_model": "gaussian", "thickness_mm": np.float64(3.0), "norm": (0.0, 250.0)}
+    path = tmp_path / "sr.pt"
+    sr.save_model(path, model, config, meta)
+    loaded, got = sr.load_model(path)
+    assert got["factor"] == 3 and got["slice_model"] == "gaussian" and got["thickness_mm"] == 3.0
+    assert got["config"]["channels"] == 8 and got["config"]["depth"] == 2
+    vol = _phantom((12, 14, 16))
+    np.testing.assert_array_equal(sr.apply_sr(loaded, vol, 2, device="cpu"),
+                                  sr.apply_sr(model, vol, 2, device="cpu"))
+
+
+def test_load_model_rejects_other_files(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    with pytest.raises(ThinsliceError, match="not a thinslice SR model"):
+        sr.load_model(text)
+    other = tmp_path / "other.pt"
+    torch.save({"kind": "thinslice-vae", "state_dict": {}}, other)
+    with pytest.raises(ThinsliceError, match="not a thinslice SR model"):
+        sr.load_model(other)
+    with pytest.raises(ThinsliceError, match="no such model file"):
+        sr.load_model(tmp_path / "missing.pt")
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ThinsliceError, match="sr.architecture"):
+        sr.SRConfig(architecture="4d")
+    with pytest.raises(ThinsliceError, match="sr.foreground_fraction"):
+        sr.SRConfig(foreground_fraction=1.5)
+    with pytest.raises(ThinsliceError, match="unknown setting"):
+        sr.SRConfig.from_dict({"chanels": 3})
+
+
+def test_3d_architecture_refuses_self_pairs(tmp_path):
+    pairs = self_pairs(_phantom((26, 29, 9)), 2, 4, "gaussian", 4.0, 4.0, 1.0)
+    with pytest.raises(ThinsliceError, match="architecture '2d'"):
+        sr.train_sr(pairs, sr.SRConfig(architecture="3d", steps=1), tmp_path / "c", tmp_path / "l.csv",
+                    device="cpu", progress=False)
+
+
+# --------------------------------------------------------------------------- training
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    hr = _phantom((24, 26, 25))
+    pairs = synthetic_pairs(hr, 2, 4, "gaussian", 4.0, 1.0) + self_pairs(hr[:, :, ::4], 2, 4, "gaussian", 4.0, 4.0, 1.0)
+    config = sr.SRConfig(channels=8, depth=1, patch_size=12, batch_size=4, steps=8, checkpoint_every=3,
+                         log_every=2, gradient_loss_weight=0.1)
+    whole = sr.train_sr(pairs, config, tmp_path / "a.ckpt", tmp_path / "a.csv", device="cpu", progress=False)
+
+    calls = {"n": 0}
+    batch = sr.PatchSampler.batch
+
+    def crash_on_fifth(self, n):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return batch(self, n)
+
+    monkeypatch.setattr(sr.PatchSampler, "batch", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        sr.train_sr(pairs, config, tmp_path / "b.ckpt", tmp_path / "b.csv", device="cpu", progress=False)
+    monkeypatch.setattr(sr.PatchSampler, "batch", batch)
+    assert torch.load(tmp_path / "b.ckpt", weights_only=False)["step"] == 3
+    resumed = sr.train_sr(pairs, config, tmp_path / "b.ckpt", tmp_path / "b.csv", device="cpu", progress=False)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_resume_refuses_a_checkpoint_of_another_network(tmp_path):
+    pairs = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
+    config = sr.SRConfig(channels=8, depth=1, patch_size=12, batch_size=2, steps=1)
+    sr.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    with pytest.raises(ThinsliceError, match="channels"):
+        sr.train_sr(pairs, sr.SRConfig(channels=4, depth=1, patch_size=12, batch_size=2, steps=2),
+                    tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+
+
+def test_self_supervised_sr_beats_interpolation_on_a_real_volume(anatomical, tmp_path):
+    """Real T1 at 2 mm, LR along axis 2 (r = 2, Gaussian FWHM 4 mm): train on the LR alone."""
+    gt = anatomical
+    lr = degrade(gt, 2, 2, "gaussian", 4.0, 2.0)
+    assert lr.shape == (33, 41, 13)
+    scale = float(np.percentile(lr, 99.5))
+    pairs = self_pairs(lr / scale, 2, 2, "gaussian", 4.0, 4.0, (2.0, 2.0))
+    config = sr.SRConfig(channels=16, depth=2, patch_size=24, batch_size=8, steps=200, learning_rate=2e-3)
+    model = sr.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    out = sr.apply_sr(model, upsample(lr / scale, 2, 2), 2, device="cpu") * scale
+    mask = gt > 0.1 * scale
+    linear = metrics.psnr(upsample(lr, 2, 2, "linear"), gt, mask)
+    cubic = metrics.psnr(upsample(lr, 2, 2, "cubic"), gt, mask)
+    got = metrics.psnr(out, gt, mask)
+    assert got > linear + 0.5 and got > cubic + 0.3, (got, linear, cubic)
+    rows = (tmp_path / "l.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,l1,gradient,lr" and len(rows) == 1 + 200 // config.log_every
