@@ -9,6 +9,20 @@ from pathlib import Path
 from snakemake.utils import validate
 
 
+def check_config(cfg):
+    """Fail on the first bad config value with one line naming its key."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        key = ".".join(str(k) for k in errors[0].absolute_path) or "(top level)"
+        raise ValueError(f"config key '{key}': {errors[0].message}; "
+                         f"see workflow/schemas/config.schema.yaml for allowed values")
+
+
+check_config(config)
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 RUN = config["run"]
