@@ -62,12 +62,72 @@ def _collect(a):
 
 
 def _figure(a):
-    from .figures import run_figure
+    from . import figures
 
-    outputs = dict(zip(a.methods, a.outputs))
-    if len(a.methods) != len(a.outputs):
+    if a.kind == "metrics":
+        if not a.metrics:
+            raise ThinsliceError("figure metrics: give --metrics (the run's metrics.csv)")
+        figures.metrics_figure(a.metrics, a.out, methods=a.methods, title=a.title)
+        return
+    if a.kind == "training":
+        losses = {}
+        for item in a.losses or []:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ThinsliceError(f"figure training: --losses takes NAME=CSV, got {item!r}")
+            losses[name] = path
+        figures.training_figure(losses, a.out, title=a.title)
+        return
+    if not a.image or not a.geometry:
+        raise ThinsliceError(f"figure {a.kind}: give --image and --geometry")
+    methods, paths = a.methods or [], a.outputs or []
+    if len(methods) != len(paths):
         raise ThinsliceError("figure: give as many --methods as --outputs")
-    run_figure(a.image, a.geometry, outputs, a.out, truth_path=a.truth, title=a.title)
+    if a.kind == "errors" and not a.truth:
+        raise ThinsliceError("figure errors: needs --truth")
+    extra = {}
+    if a.synthetic:
+        extra["vae"] = ("VAE-synthesized HR", a.synthetic, False)
+    if a.degraded:
+        extra["degraded"] = ("synthetic HR degraded", a.degraded, True)
+    scene = figures.Scene.load(a.image, a.geometry, dict(zip(methods, paths)), truth_path=a.truth, extra=extra)
+    draw = {"reformats": figures.reformats_figure, "errors": figures.errors_figure,
+            "profile": figures.profile_figure, "pipeline": figures.pipeline_figure}[a.kind]
+    draw(scene, a.out, title=a.title)
+
+
+def _train_vae(a):
+    from .steps import train_vae
+
+    train_vae(a.images, a.geometries, a.out, a.checkpoint, a.loss_csv, a.options, a.device)
+
+
+def _synthesize(a):
+    from .steps import synthesize
+
+    synthesize(a.model, a.image, a.geometry, a.out, a.interpolation, a.keep_real_slices, a.device)
+
+
+def _degrade(a):
+    from .steps import degrade
+
+    degrade(a.hr, a.geometry, a.out, a.slice_model)
+
+
+def _train_sr(a):
+    from .steps import train_sr
+
+    train_sr(a.source, a.images, a.geometries, a.targets or [], a.out, a.checkpoint, a.loss_csv,
+             a.slice_model, a.options, a.device)
+
+
+def _infer(a):
+    from .steps import infer
+
+    g = infer(a.model, a.input, a.output, geometry=a.geometry, keep_real_slices=a.keep_real_slices,
+              device=a.device, slice_axis=a.slice_axis)
+    print(f"{a.input} -> {a.output}: x{g.factor} along axis {g.slice_axis}, "
+          f"{g.spacing_mm:.4g} mm -> {g.target_spacing_mm:.4g} mm")
 
 
 def _bench_table(a):
@@ -142,15 +202,75 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary-md", required=True)
     s.set_defaults(func=_collect)
 
-    s = sub.add_parser("figure", help="through-plane reformats of LR, each method and the truth")
-    s.add_argument("--image", required=True)
-    s.add_argument("--geometry", required=True)
-    s.add_argument("--methods", nargs="+", required=True)
-    s.add_argument("--outputs", nargs="+", required=True)
-    s.add_argument("--truth")
+    s = sub.add_parser("figure", help="a figure of a run: reformats, errors, profile, pipeline, metrics, training")
+    s.add_argument("--kind", choices=["reformats", "errors", "profile", "pipeline", "metrics", "training"],
+                   default="reformats", help="which figure (default: reformats)")
+    s.add_argument("--image", help="the subject's prepared LR volume (input/<subject>.nii.gz)")
+    s.add_argument("--geometry", help="its geometry record (input/<subject>.json)")
+    s.add_argument("--methods", nargs="+", help="method names, in display order")
+    s.add_argument("--outputs", nargs="+", help="one output volume per method")
+    s.add_argument("--truth", help="ground truth volume, on any grid")
+    s.add_argument("--synthetic", help="pipeline: the VAE-synthesized HR volume")
+    s.add_argument("--degraded", help="pipeline: the synthetic HR degraded onto the LR grid")
+    s.add_argument("--metrics", help="metrics: the run's metrics.csv")
+    s.add_argument("--losses", nargs="+", help="training: NAME=CSV loss logs, e.g. vae=models/vae_loss.csv")
     s.add_argument("--title", default="")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_figure)
+
+    s = sub.add_parser("train-vae", help="stage 1: train the slice VAE on every subject's real LR scan")
+    s.add_argument("--images", nargs="+", required=True, help="prepared LR volumes")
+    s.add_argument("--geometries", nargs="+", required=True, help="their geometry records")
+    s.add_argument("--options", help="VAE settings as a JSON object (see the config schema, key 'vae')")
+    s.add_argument("--checkpoint", required=True, help="training checkpoint; training resumes from it")
+    s.add_argument("--loss-csv", required=True)
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    s.add_argument("--out", required=True, help="model file")
+    s.set_defaults(func=_train_vae)
+
+    s = sub.add_parser("synthesize", help="stage 1: the VAE's synthetic thin-slice volume of one subject")
+    s.add_argument("--model", required=True)
+    s.add_argument("--image", required=True)
+    s.add_argument("--geometry", required=True)
+    s.add_argument("--interpolation", choices=["linear", "slerp"], default="linear")
+    s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=True)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_synthesize)
+
+    s = sub.add_parser("degrade", help="stage 2: degrade a synthetic volume onto the real LR grid")
+    s.add_argument("--hr", required=True)
+    s.add_argument("--geometry", required=True)
+    s.add_argument("--slice-model", choices=["gaussian", "box", "skip"], default="gaussian")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_degrade)
+
+    s = sub.add_parser("train-sr", help="stage 2: train the SR network on degraded/HR pairs")
+    s.add_argument("--source", choices=["vae", "self", "supervised", "both"], required=True,
+                   help="vae: synthetic volumes (the paper); self: the scans' in-plane axes; "
+                        "supervised: ground truths (upper bound); both: vae + self")
+    s.add_argument("--images", nargs="+", required=True)
+    s.add_argument("--geometries", nargs="+", required=True)
+    s.add_argument("--targets", nargs="*", help="HR volumes (synthetic or truth), one per image")
+    s.add_argument("--slice-model", choices=["gaussian", "box", "skip"], default="gaussian")
+    s.add_argument("--options", help="SR settings as a JSON object (see the config schema, key 'sr')")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--loss-csv", required=True)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="model file")
+    s.set_defaults(func=_train_sr)
+
+    s = sub.add_parser("infer", help="apply a trained SR model to a scan: thinslice infer --model M in.nii.gz out.nii.gz")
+    s.add_argument("--model", required=True)
+    s.add_argument("input", help="NIfTI, NRRD, MHA, or a prepared volume with --geometry")
+    s.add_argument("output", help="output NIfTI")
+    s.add_argument("--geometry", help="geometry record of a prepared volume (inside the workflow)")
+    s.add_argument("--slice-axis", type=int, choices=[0, 1, 2])
+    s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
+                   help="put the real slices back at positions i*r")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=_infer)
+
     s = sub.add_parser("bench-table", help="print the benchmark table of finished runs")
     s.add_argument("runs", nargs="+", help="run folders, e.g. results/ch2-z4")
     s.add_argument("--out", help="also write the table (Markdown) here")

@@ -1,6 +1,7 @@
 # Configuration, sample sheet and path helpers shared by every rule file.
 
 import csv
+import json
 import os
 import re
 import shlex
@@ -82,6 +83,9 @@ if config["figure"]["subject"] is not None and config["figure"]["subject"] not i
     raise ValueError(f"config key 'figure.subject': '{config['figure']['subject']}' is not a subject of "
                      f"the sample sheet {config['samples']}; choose one of {', '.join(SUBJECTS)}")
 SIMULATE = config["simulate"]["enabled"]
+if "sr_supervised" in config["methods"] and not (SIMULATE or all("truth" in r for r in SAMPLES.values())):
+    raise ValueError("config key 'methods': sr_supervised trains on ground truths; every subject needs one "
+                     "(simulate mode or a 'truth' column), or remove sr_supervised")
 INTERPOLATIONS = [m for m in config["methods"] if m in ("linear", "cubic")]
 METHODS = config["methods"]
 
@@ -123,6 +127,20 @@ def prepare_options(wildcards):
     return " ".join(opts)
 
 
+def json_option(settings):
+    """A settings dict as one shell-quoted JSON argument."""
+    return shlex.quote(json.dumps(settings, sort_keys=True))
+
+
+def sr_targets(source):
+    """HR volumes an SR source trains on: synthetic (vae), ground truth (supervised), none (self)."""
+    if source in ("vae", "both"):
+        return [method_output("vae", s) for s in SUBJECTS]
+    if source == "supervised":
+        return [truth_path(s) for s in SUBJECTS]
+    return []
+
+
 def method_output(method, subject):
     return f"{OUT}/{method}/{subject}.nii.gz"
 
@@ -132,6 +150,72 @@ def figure_subject():
 
 
 def all_targets():
-    targets = [f"{OUT}/metrics.csv", f"{OUT}/metrics_summary.md", f"{OUT}/figures/methods.png"]
+    targets = [f"{OUT}/metrics.csv", f"{OUT}/metrics_summary.csv", f"{OUT}/metrics_summary.md"]
+    targets += figure_targets()
     targets += [method_output(m, s) for m in METHODS for s in SUBJECTS]
     return targets
+
+
+# Figures (workflow/rules/figures.smk): which ones a run draws depends on its methods and truths.
+# The drawing code is an input of every figure rule, so editing it redraws the figures only.
+FIGURE_CODE = str(Path(workflow.basedir, "src/thinslice/figures.py"))
+
+
+def uses_vae():
+    """Whether the run synthesizes HR volumes with the stage-1 VAE."""
+    return "vae" in METHODS or "sr_vae" in METHODS
+
+
+def loss_logs():
+    """Training logs drawn in figures/training.png: model name -> loss CSV, for the models the
+    methods train (the VAE for vae/sr_vae, one SR network per sr_<source> method)."""
+    logs = {}
+    if uses_vae():
+        logs["vae"] = f"{OUT}/models/vae_loss.csv"
+    for m in METHODS:
+        if m.startswith("sr_"):
+            logs[m] = f"{OUT}/models/sr_{m[3:]}_loss.csv"
+    return logs
+
+
+def figure_names():
+    """The figures of this run, in reading order."""
+    names = ["pipeline"] if uses_vae() else []
+    names.append("reformats")
+    if has_truth(figure_subject()):
+        names.append("errors")
+    names += ["profile", "metrics"]
+    if loss_logs():
+        names.append("training")
+    return names
+
+
+def figure_targets():
+    return [f"{OUT}/figures/{name}.png" for name in figure_names()]
+
+
+def figure_volumes(wildcards):
+    """Inputs of the figures drawn on one subject: its LR, geometry, outputs and truth."""
+    s = figure_subject()
+    return {
+        "image": f"{OUT}/input/{s}.nii.gz",
+        "geometry": f"{OUT}/input/{s}.json",
+        "outputs": [method_output(m, s) for m in METHODS],
+        "truth": truth_path(s) if has_truth(s) else [],
+    }
+
+
+def figure_title():
+    return f"{RUN}: {figure_subject()}"
+
+
+def figure_truth_option(wildcards, input):
+    return f"--truth {shlex.quote(str(input.truth))}" if input.truth else ""
+
+
+# The command of the figures drawn on one subject (params: kind, methods, truth, extra, title).
+FIGURE_SHELL = (
+    "python -m thinslice figure --kind {params.kind} --image {input.image:q} --geometry {input.geometry:q}"
+    " --methods {params.methods} --outputs {input.outputs:q} {params.truth} {params.extra}"
+    " --title {params.title:q} --out {output:q} > {log:q} 2>&1"
+)

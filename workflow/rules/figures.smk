@@ -1,27 +1,170 @@
-# Figures: through-plane reformats of every method on one subject.
+# Paper figures of a run (results/<run>/figures/*.png) and the report's captions.
+# `snakemake --cores all figures` draws them all from existing outputs (nothing is retrained
+# when the outputs are up to date); `snakemake --report results/<run>/report.html` gathers
+# them with the metric tables into one HTML file. Which figures a run has: figure_names().
 
 
-rule figure_methods:
+report: "../report/workflow.rst"
+
+
+localrules:
+    figures,
+
+
+rule figures:
     input:
-        image=lambda wc: f"{OUT}/input/{figure_subject()}.nii.gz",
-        geometry=lambda wc: f"{OUT}/input/{figure_subject()}.json",
-        outputs=lambda wc: [method_output(m, figure_subject()) for m in METHODS],
-        truth=lambda wc: truth_path(figure_subject()) if has_truth(figure_subject()) else [],
+        figure_targets(),
+
+
+rule figure_pipeline:
+    input:
+        unpack(figure_volumes),
+        synthetic=lambda wc: method_output("vae", figure_subject()),
+        degraded=lambda wc: f"{OUT}/degraded/{figure_subject()}.nii.gz",
+        code=FIGURE_CODE,
     output:
-        report(f"{OUT}/figures/methods.png", caption="../report/methods.rst", category="Figures"),
+        report(f"{OUT}/figures/pipeline.png", caption="../report/pipeline.rst", category="Figures",
+               labels={"figure": "pipeline"}),
     params:
+        kind="pipeline",
         methods=" ".join(METHODS),
-        truth=lambda wc, input: f"--truth {shlex.quote(str(input.truth))}" if input.truth else "",
-        title=lambda wc: f"{RUN}: {figure_subject()}",
+        truth=figure_truth_option,
+        extra=lambda wc, input: f"--synthetic {shlex.quote(input.synthetic)} --degraded {shlex.quote(input.degraded)}",
+        title=lambda wc: figure_title(),
     log:
-        f"{LOGS}/figure_methods.log",
+        f"{LOGS}/figures/pipeline.log",
     benchmark:
-        f"{OUT}/benchmarks/figure_methods.tsv"
+        f"{OUT}/benchmarks/figures/pipeline.tsv"
     conda:
         "../../envs/figures.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=6000,
     shell:
-        "python -m thinslice figure --image {input.image} --geometry {input.geometry} --methods {params.methods}"
-        " --outputs {input.outputs} {params.truth} --title '{params.title}' --out {output} > {log} 2>&1"
+        FIGURE_SHELL
+
+
+rule figure_reformats:
+    input:
+        unpack(figure_volumes),
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/reformats.png", caption="../report/reformats.rst", category="Figures",
+               labels={"figure": "reformats"}),
+    params:
+        kind="reformats",
+        methods=" ".join(METHODS),
+        truth=figure_truth_option,
+        extra="",
+        title=lambda wc: figure_title(),
+    log:
+        f"{LOGS}/figures/reformats.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/reformats.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_errors:
+    input:
+        unpack(figure_volumes),
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/errors.png", caption="../report/errors.rst", category="Figures",
+               labels={"figure": "errors"}),
+    params:
+        kind="errors",
+        methods=" ".join(METHODS),
+        truth=figure_truth_option,
+        extra="",
+        title=lambda wc: figure_title(),
+    log:
+        f"{LOGS}/figures/errors.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/errors.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_profile:
+    input:
+        unpack(figure_volumes),
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/profile.png", caption="../report/profile.rst", category="Figures",
+               labels={"figure": "profile"}),
+    params:
+        kind="profile",
+        methods=" ".join(METHODS),
+        truth=figure_truth_option,
+        extra="",
+        title=lambda wc: figure_title(),
+    log:
+        f"{LOGS}/figures/profile.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/profile.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_metrics:
+    input:
+        metrics=f"{OUT}/metrics.csv",
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/metrics.png", caption="../report/metrics_figure.rst", category="Figures",
+               labels={"figure": "metrics"}),
+    params:
+        methods=" ".join(METHODS),
+        title=RUN,
+    log:
+        f"{LOGS}/figures/metrics.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/metrics.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "python -m thinslice figure --kind metrics --metrics {input.metrics:q} --methods {params.methods}"
+        " --title {params.title:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule figure_training:
+    input:
+        losses=lambda wc: list(loss_logs().values()),
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/training.png", caption="../report/training.rst", category="Figures",
+               labels={"figure": "training"}),
+    params:
+        losses=lambda wc: " ".join(shlex.quote(f"{name}={path}") for name, path in loss_logs().items()),
+        title=RUN,
+    log:
+        f"{LOGS}/figures/training.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/training.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "python -m thinslice figure --kind training --losses {params.losses} --title {params.title:q}"
+        " --out {output:q} > {log:q} 2>&1"

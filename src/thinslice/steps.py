@@ -1,0 +1,198 @@
+"""File-level steps of the learned methods: read inputs, call the library, write outputs.
+
+Each function is one `thinslice` subcommand (and one Snakemake rule). Intensities are
+normalised with the subject's geometry record for the networks and returned to the
+input's scale on output.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import ThinsliceError
+from .geometry import Geometry, describe, detect_slice_axis, output_affine
+from .interpolate import upsample
+from .io import load_volume, save_volume
+from .normalize import foreground_mask, robust_range
+from .prepare import load_prepared
+from .volume import Volume
+
+# Relative mismatch of slice spacing or thickness under which a scan fits a model.
+FIT_TOLERANCE = 0.02
+
+
+def _load(path) -> Volume:
+    img = nib.load(str(path))
+    return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine)
+
+
+def _options(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ThinsliceError(f"--options is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ThinsliceError("--options must be a JSON object")
+    return value
+
+
+def _live_loss_csv(checkpoint: str) -> Path:
+    """The loss log grows beside the checkpoint, so that a resumed run keeps its history
+    (a failed job's declared outputs are deleted); it is copied to the output at the end."""
+    return Path(checkpoint).with_suffix(".loss.csv")
+
+
+# --------------------------------------------------------------------------- stage 1
+
+def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: str, loss_csv: str,
+              options: str | None = None, device: str = "auto") -> None:
+    """One VAE for the cohort, on the in-plane slices of every subject's real LR scan."""
+    from .vae import VAEConfig, save_vae
+    from .vae import train_vae as train
+
+    if len(images) != len(geometries):
+        raise ThinsliceError("train-vae: give one --geometries file per --images file")
+    volumes = []
+    for image, geometry in zip(images, geometries):
+        lr, g = load_prepared(image, geometry)
+        volumes.append(np.moveaxis(g.normalize(lr.data), g.slice_axis, 0))
+    live_csv = _live_loss_csv(checkpoint)
+    model = train(volumes, VAEConfig.from_dict(_options(options)), checkpoint, live_csv, device=device)
+    save_vae(model, out)
+    shutil.copyfile(live_csv, loss_csv)
+
+
+def synthesize(model: str, image: str, geometry: str, out: str, interpolation: str = "linear",
+               keep_real_slices: bool = True, device: str = "auto") -> None:
+    """The VAE's synthetic HR volume of one subject, on its output grid, input intensities."""
+    from .vae import load_vae
+    from .vae import synthesize as synth
+
+    lr, g = load_prepared(image, geometry)
+    volume = np.moveaxis(g.normalize(lr.data), g.slice_axis, 0)
+    hr = synth(load_vae(model), volume, g.factor, interpolation=interpolation,
+               keep_real_slices=keep_real_slices, device=device)
+    hr = np.moveaxis(hr, 0, g.slice_axis)
+    save_volume(Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, g.factor)), out)
+
+
+def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> None:
+    """A synthetic HR volume degraded with the acquisition's slice model onto the real LR grid."""
+    from .degrade import degrade as simulate
+    from .geometry import lr_affine
+
+    vol = _load(hr)
+    g = Geometry.load(geometry)
+    lr = simulate(vol.data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.target_spacing_mm)
+    if lr.shape != tuple(g.shape):
+        raise ThinsliceError(f"{hr}: degrades to shape {lr.shape}, not the real LR grid {tuple(g.shape)}")
+    save_volume(Volume(lr, lr_affine(vol.affine, g.slice_axis, g.factor)), out)
+
+
+# --------------------------------------------------------------------------- stage 2
+
+def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
+                   slice_model: str) -> list:
+    """Training pairs of one source, normalised per subject.
+
+    vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
+    self:       the real LR scan's in-plane axes degraded to the slice resolution; no targets.
+    supervised: (ground truth -> degraded, cubic back); targets = truth files (benchmark only).
+    both:       vae and self together.
+    """
+    from .pairs import self_pairs, synthetic_pairs
+
+    pairs = []
+    for i, (image, geometry) in enumerate(zip(images, geometries)):
+        lr, g = load_prepared(image, geometry)
+        if source in ("self", "both"):
+            pairs += self_pairs(g.normalize(lr.data), g.slice_axis, g.factor, slice_model,
+                                g.thickness_mm, g.spacing_mm, g.in_plane_mm)
+        if source in ("vae", "supervised", "both"):
+            hr = _load(targets[i])
+            pairs += synthetic_pairs(g.normalize(hr.data), g.slice_axis, g.factor, slice_model,
+                                     g.thickness_mm, g.target_spacing_mm)
+    return pairs
+
+
+def train_sr(source: str, images: list[str], geometries: list[str], targets: list[str], out: str,
+             checkpoint: str, loss_csv: str, slice_model: str = "gaussian", options: str | None = None,
+             device: str = "auto") -> None:
+    """One SR network for the cohort, trained on the pairs of `source`; writes the model file."""
+    from .sr import SRConfig, save_model
+    from .sr import train_sr as train
+
+    if source in ("vae", "supervised", "both") and len(targets) != len(images):
+        raise ThinsliceError(f"train-sr --source {source}: give one --targets file per --images file")
+    geoms = [Geometry.load(p) for p in geometries]
+    factors = {g.factor for g in geoms}
+    if len(factors) != 1:
+        raise ThinsliceError(f"train-sr: subjects have different factors {sorted(factors)}; one model needs one factor")
+    spacing = float(np.median([g.spacing_mm for g in geoms]))
+    thickness = float(np.median([g.thickness_mm for g in geoms]))
+    for p, g in zip(geometries, geoms):
+        if abs(g.spacing_mm - spacing) > FIT_TOLERANCE * spacing or abs(g.thickness_mm - thickness) > FIT_TOLERANCE * thickness:
+            raise ThinsliceError(f"{p}: slice spacing {g.spacing_mm:.3g} mm / thickness {g.thickness_mm:.3g} mm "
+                                 f"differ from the cohort's {spacing:.3g} / {thickness:.3g} mm; train one model per protocol")
+    config = SRConfig.from_dict(_options(options))
+    meta = {"source": source, "factor": factors.pop(), "slice_model": slice_model,
+            "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles"}
+    pairs = training_pairs(source, images, geometries, targets, slice_model)
+    live_csv = _live_loss_csv(checkpoint)
+    model = train(pairs, config, checkpoint, live_csv, device=device, meta=meta)
+    save_model(out, model, config, meta)
+    shutil.copyfile(live_csv, loss_csv)
+
+
+def _apply(model, meta: dict, lr_norm: np.ndarray, axis: int, keep_real_slices: bool, device: str) -> np.ndarray:
+    from .sr import apply_sr
+
+    r = int(meta["factor"])
+    up = upsample(lr_norm, axis, r, "cubic")
+    out = apply_sr(model, up, axis, device=device)
+    if keep_real_slices:
+        index = [slice(None)] * 3
+        index[axis] = slice(0, None, r)
+        out[tuple(index)] = lr_norm
+    return out
+
+
+def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,
+          device: str = "auto", slice_axis: int | None = None) -> Geometry:
+    """Apply a trained SR model to a scan; the output lies on the scan's output grid.
+
+    With `geometry` (inside the workflow) the prepared record is used; without it (a new
+    scan) the scan is read in any supported format, its slice axis and normalisation are
+    found the same way `prepare` finds them, and it must fit the model: same slice
+    spacing (within 2%) so that the model's factor r gives the model's target spacing.
+    """
+    from .sr import load_model
+
+    model, meta = load_model(model_path)
+    r = int(meta["factor"])
+    if geometry:
+        lr, g = load_prepared(image, geometry)
+    else:
+        vol, _ = load_volume(image)
+        axis = detect_slice_axis(vol.spacing) if slice_axis is None else slice_axis
+        mask = foreground_mask(vol.data)
+        g = describe(vol.affine, vol.shape, axis, meta.get("thickness_mm"), r, None,
+                     robust_range(vol.data, mask, source=str(image)), source=str(image))
+        lr = vol
+    if g.factor != r:
+        raise ThinsliceError(f"{image}: factor {g.factor} does not fit model {model_path} (factor {r})")
+    spacing = meta.get("spacing_mm")
+    if spacing and abs(g.spacing_mm - spacing) > FIT_TOLERANCE * spacing:
+        raise ThinsliceError(
+            f"{image}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
+            f"{spacing:.4g} mm slices (x{r} -> {spacing / r:.4g} mm); train a model for this protocol")
+    hr = _apply(model, meta, g.normalize(lr.data), g.slice_axis, keep_real_slices, device)
+    save_volume(Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, r)), out)
+    return g

@@ -1,0 +1,282 @@
+"""Figures: every figure writes a real PNG on real data (nibabel's T1 as the truth, a simulated
+thick-slice scan, cubic upsampling, stand-ins for the learned outputs), with and without a
+ground truth; the anatomical orientation of the views; the figure rules and the HTML report."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import oblique_affine
+from thinslice import figures
+from thinslice.cli import main
+from thinslice.degrade import degrade
+from thinslice.errors import ThinsliceError
+from thinslice.geometry import Geometry, lr_affine, output_affine
+from thinslice.interpolate import upsample
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+R = 3  # 25 slices of the T1 = (9 - 1) * 3 + 1: the output grid coincides with the truth
+REPO = Path(__file__).resolve().parents[1]
+
+
+def assert_png(path: Path, min_side: int = 200) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    pixels = matplotlib.image.imread(path)
+    assert min(pixels.shape[:2]) >= min_side and pixels[..., :3].std() > 0.05, (path, pixels.shape)
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory, anatomical):
+    """Files of one subject as a run holds them: LR, geometry, outputs on the output grid,
+    the truth, the degraded synthetic LR, loss logs and metric tables."""
+    d = tmp_path_factory.mktemp("fig")
+    hr, aff = anatomical
+    lr = degrade(hr, 2, R, "gaussian", 2.0 * R, 2.0)
+    laff = lr_affine(aff, 2, R)
+    nib.save(nib.Nifti1Image(lr, laff), d / "lr.nii.gz")
+    Geometry(slice_axis=2, spacing_mm=2.0 * R, thickness_mm=2.0 * R, gap_mm=0.0, factor=R, in_plane_mm=(2.0, 2.0),
+             shape=lr.shape, orientation="LAS", norm_low=0.0, norm_high=float(hr.max())).save(d / "lr.json")
+    oaff = output_affine(laff, 2, R)
+    cubic = upsample(lr, 2, R, "cubic")
+    # stand-ins for the learned outputs: real-looking volumes on the output grid
+    vae = np.roll(cubic, 1, axis=0)
+    sharp = cubic + 0.5 * (cubic - upsample(lr, 2, R, "linear"))
+    outputs = {"linear": upsample(lr, 2, R, "linear"), "cubic": cubic, "vae": vae, "sr_vae": sharp}
+    paths = {}
+    for m, data in outputs.items():
+        paths[m] = d / f"{m}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.float32), oaff), paths[m])
+    nib.save(nib.Nifti1Image(hr, aff), d / "truth.nii.gz")
+    nib.save(nib.Nifti1Image(degrade(vae, 2, R, "gaussian", 2.0 * R, 2.0), laff), d / "degraded.nii.gz")
+    with open(d / "vae_loss.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss", "recon", "kl", "kl_weight", "adv", "disc"])
+        for s in range(10, 510, 10):
+            w.writerow([s, 0.2 / s**0.3, 0.19 / s**0.3, 1 + s / 100, min(1.0, s / 200), -0.1, 0.0])
+        w.writerow([250, 0.05, 0.04, 3.0, 1.0, -0.1, 0.0])  # a resumed run repeats a step
+    with open(d / "sr_loss.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss", "l1", "gradient", "lr"])
+        for s in range(50, 1050, 50):
+            w.writerow([s, 0.05 / s**0.2, 0.05 / s**0.2, 0.0, 1e-3])
+    header = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "real_slice_error"]
+    with open(d / "metrics.csv", "w", newline="") as f, open(d / "metrics_notruth.csv", "w", newline="") as g:
+        w, v = csv.writer(f), csv.writer(g)
+        w.writerow(header)
+        v.writerow(header)
+        for i, s in enumerate(("s1", "s2", "s3")):
+            for j, m in enumerate(outputs):
+                w.writerow([s, m, 28 + j + i * 0.3, 0.92 + 0.01 * j, 0.9, 0.03 + 0.002 * j, 0])
+                v.writerow([s, m, "", "", "", 0.03 + 0.002 * j - 0.001 * i, 0])
+    return d, paths
+
+
+def scene(subject, truth=True, methods=("linear", "cubic", "vae", "sr_vae"), extra=None):
+    d, paths = subject
+    return figures.Scene.load(d / "lr.nii.gz", d / "lr.json", {m: paths[m] for m in methods},
+                              truth_path=d / "truth.nii.gz" if truth else None, extra=extra)
+
+
+@pytest.mark.parametrize("truth", [True, False])
+def test_volume_figures_write_pngs(subject, tmp_path, truth):
+    sc = scene(subject, truth=truth)
+    figures.reformats_figure(sc, tmp_path / "reformats.png", title="t1")
+    figures.profile_figure(sc, tmp_path / "profile.png", title="t1")
+    assert_png(tmp_path / "reformats.png")
+    assert_png(tmp_path / "profile.png")
+    if truth:
+        figures.errors_figure(sc, tmp_path / "errors.png", title="t1")
+        assert_png(tmp_path / "errors.png")
+    else:
+        with pytest.raises(ThinsliceError, match="ground truth"):
+            figures.errors_figure(sc, tmp_path / "errors.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["reformats.png", "profile.png"] + (["errors.png"] if truth else []))  # no temporary files left
+
+
+def test_pipeline_figure(subject, tmp_path):
+    d, _ = subject
+    sc = scene(subject, truth=False, methods=("sr_vae",),
+               extra={"vae": ("VAE", d / "vae.nii.gz", False), "degraded": ("deg", d / "degraded.nii.gz", True)})
+    # the degraded synthetic LR is drawn on the output grid, each real slice repeated
+    deg = sc.extra["degraded"].ras
+    assert deg.shape == sc.lr.ras.shape
+    figures.pipeline_figure(sc, tmp_path / "pipeline.png", title="t1")
+    assert_png(tmp_path / "pipeline.png")
+    with pytest.raises(ThinsliceError, match="pipeline"):
+        figures.pipeline_figure(scene(subject, truth=False, methods=("cubic",)), tmp_path / "none.png")
+
+
+@pytest.mark.parametrize("table", ["metrics.csv", "metrics_notruth.csv"])
+def test_metrics_figure(subject, tmp_path, table):
+    d, _ = subject
+    figures.metrics_figure(d / table, tmp_path / "metrics.png", methods=["cubic", "linear", "sr_vae", "vae"])
+    assert_png(tmp_path / "metrics.png")
+
+
+def test_training_figure_and_loss_logs(subject, tmp_path):
+    d, _ = subject
+    log = figures.read_losses(d / "vae_loss.csv")
+    assert np.all(np.diff(log["step"]) > 0) and log["step"].size == 50
+    assert log["loss"][list(log["step"]).index(250)] == pytest.approx(0.05)  # the resumed row wins
+    figures.training_figure({"vae": d / "vae_loss.csv", "sr_vae": d / "sr_loss.csv"}, tmp_path / "training.png")
+    assert_png(tmp_path / "training.png")
+
+
+def test_cli_draws_every_kind(subject, tmp_path):
+    d, paths = subject
+    common = ["--image", str(d / "lr.nii.gz"), "--geometry", str(d / "lr.json"), "--methods", "linear", "cubic",
+              "sr_vae", "--outputs", str(paths["linear"]), str(paths["cubic"]), str(paths["sr_vae"])]
+    runs = {
+        "reformats": common + ["--truth", str(d / "truth.nii.gz")],
+        "errors": common + ["--truth", str(d / "truth.nii.gz")],
+        "profile": common,
+        "pipeline": common + ["--synthetic", str(paths["vae"]), "--degraded", str(d / "degraded.nii.gz")],
+        "metrics": ["--metrics", str(d / "metrics.csv"), "--methods", "linear", "cubic"],
+        "training": ["--losses", f"vae={d / 'vae_loss.csv'}", f"sr_vae={d / 'sr_loss.csv'}"],
+    }
+    for kind, args in runs.items():
+        out = tmp_path / f"{kind}.png"
+        assert main(["figure", "--kind", kind, *args, "--title", "run: s", "--out", str(out)]) == 0, kind
+        assert out.read_bytes()[:8] == PNG_MAGIC
+    assert main(["figure", "--kind", "errors", *common, "--out", str(tmp_path / "x.png")]) == 2  # no truth
+    assert main(["figure", "--kind", "training", "--losses", "vae", "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# orientation
+
+
+def pir_affine(spacing=(0.625, 0.625, 4.0)) -> np.ndarray:
+    """Voxel axes towards posterior, inferior, right (a sagittal knee scan's DICOM order)."""
+    aff = np.zeros((4, 4))
+    aff[1, 0], aff[2, 1], aff[0, 2] = -spacing[0], -spacing[1], spacing[2]
+    aff[:3, 3] = (10.0, 80.0, 60.0)
+    aff[3, 3] = 1.0
+    return aff
+
+
+def world(affine, shape) -> np.ndarray:
+    """World (RAS mm) coordinates of every voxel: shape + (3,)."""
+    idx = np.indices(shape, dtype=float).reshape(3, -1)
+    return (affine[:3, :3] @ idx + affine[:3, 3:4]).T.reshape(*shape, 3)
+
+
+@pytest.mark.parametrize("affine", [pir_affine(), np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.diag([0.9, 0.9, 3.0, 1.0]),
+                                    oblique_affine()], ids=["PIR", "LPS", "oblique"])
+def test_views_are_in_anatomical_orientation(affine):
+    shape = (12, 14, 10)
+    xyz = world(affine, shape)
+    ori = figures.Orientation.from_affine(affine)
+    assert ori.codes == "".join(nib.aff2axcodes(affine))
+    # the reorientation is nibabel's as_closest_canonical
+    data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
+    np.testing.assert_array_equal(ori.to_ras(data), np.asarray(canonical.dataobj))
+    np.testing.assert_allclose(ori.ras_zooms(), canonical.header.get_zooms()[:3], rtol=1e-5)
+    x, y, z = (ori.to_ras(xyz[..., k]) for k in range(3))
+    for plane in range(3):
+        c = x.shape[plane] // 2
+        up = {0: z, 1: z, 2: y}[plane]          # sagittal, coronal: superior up; axial: anterior up
+        left = {0: y, 1: x, 2: x}[plane]        # sagittal: anterior left; coronal, axial: patient's right left
+        u, l = figures.plane_section(up, plane, c), figures.plane_section(left, plane, c)
+        assert (np.diff(u, axis=0) < 0).all(), figures.PLANE_NAMES[plane]  # decreases downwards
+        assert (np.diff(l, axis=1) < 0).all(), figures.PLANE_NAMES[plane]  # decreases rightwards
+
+
+def test_pir_coronal_shows_superior_up_and_right_left():
+    """A sagittal PIR scan: its slice axis is left-right; the coronal view has S at the top."""
+    ori = figures.Orientation.from_affine(pir_affine())
+    assert ori.axes == (1, 2, 0) and ori.flips == (True, True, False)
+    assert ori.ras_axis(2) == 0  # the slice axis runs left-right
+    shape = (20, 30, 6)
+    data = np.zeros(shape, np.float32)
+    data[:, 0, :] = 1.0    # the most superior row of voxels (axis 1 runs towards inferior)
+    data[:, :, 5] = 2.0    # the rightmost slice (axis 2 runs towards right)
+    ras = ori.to_ras(data)
+    section = figures.plane_section(ras, 1, ras.shape[1] // 2)  # coronal
+    assert (section[0, 1:] == 1.0).all()   # top row: superior
+    assert (section[:, 0] == 2.0).all()    # left column: the patient's right (radiological)
+    assert figures.EDGE_LETTERS[1] == ("S", "I", "R", "L")
+
+
+def test_display_position_finds_the_voxel(subject):
+    sc = scene(subject, truth=False, methods=("cubic",))
+    point = figures.profile_line(sc)
+    assert sc.fg[tuple(slice(None) if k == sc.slice_ras else point[k] for k in range(3))].mean() >= 0.5
+    plane = sc.planes()[0]
+    marked = np.zeros(sc.shape)
+    marked[point] = 1.0
+    section = figures.plane_section(marked, plane, point[plane])
+    x, y = figures.display_position(point, plane, sc.shape, sc.zooms)
+    rows, cols = figures.plane_axes(plane)
+    row, col = np.argwhere(section == 1.0)[0]
+    assert x == pytest.approx((col + 0.5) * sc.zooms[cols]) and y == pytest.approx((row + 0.5) * sc.zooms[rows])
+    x0, y0, w, h = figures.zoom_box(sc, plane)
+    extent = sc.extent(plane)
+    assert 0 <= x0 and x0 + w <= extent[1] + 1e-6 and 0 <= y0 and y0 + h <= extent[2] + 1e-6
+
+
+def test_scene_planes_contain_the_slice_axis(subject):
+    sc = scene(subject, truth=True, methods=("cubic",))
+    assert sc.orientation.codes == "LAS" and sc.slice_ras == 2  # axial slices of a brain
+    assert sc.planes() == [0, 1]                                  # sagittal and coronal
+    assert sc.truth.ras.shape == sc.lr.ras.shape == sc.methods[0].ras.shape
+    # real slices keep their values in the LR-sample volume, NaN between them
+    samples = sc.lr_samples
+    line = samples[sc.shape[0] // 2, sc.shape[1] // 2]
+    assert np.isfinite(line).sum() == 9 and np.isnan(line).sum() == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# the workflow: figure rules and the report on a tiny simulated project
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    exe = [str(bindir / "snakemake")] if (bindir / "snakemake").exists() else [sys.executable, "-m", "snakemake"]
+    return subprocess.run([*exe, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.workflow
+def test_figures_target_and_report(tmp_path, anatomical_path):
+    img = nib.load(anatomical_path)
+    (tmp_path / "data").mkdir()
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), tmp_path / "data" / "gt.nii.gz")
+    (tmp_path / "samples.tsv").write_text("subject\tpath\nt1\tdata/gt.nii.gz\n")
+    (tmp_path / "bench.yaml").write_text(
+        f"run: tiny\nsamples: samples.tsv\nmethods: [linear, cubic]\n"
+        f"simulate:\n  enabled: true\n  axis: 2\n  factor: {R}\n  fwhm_mm: {2.0 * R}\n")
+    done = snakemake(tmp_path, "--cores", "2", "figures", "--configfile", "bench.yaml")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    out = tmp_path / "results" / "tiny"
+    names = ["reformats", "errors", "profile", "metrics"]
+    for name in names:
+        assert_png(out / "figures" / f"{name}.png")
+        assert (tmp_path / "logs" / "tiny" / "figures" / f"{name}.log").exists()
+    assert not (out / "figures" / "pipeline.png").exists() and not (out / "figures" / "training.png").exists()
+    again = snakemake(tmp_path, "-n", "figures", "--configfile", "bench.yaml")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    report = out / "report.html"
+    done = snakemake(tmp_path, "--report", str(report), "--configfile", "bench.yaml")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    html = report.read_text()
+    for name in names:
+        assert f"filename={name}.png;base64," in html, name  # embedded: the report is one file
+    assert "filename=metrics.csv;base64," in html
+    for caption in ("Through-plane reformats", "Absolute error against the ground truth",
+                    "Intensity profile along the slice axis", "Scores per method"):
+        assert caption in html

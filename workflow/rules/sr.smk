@@ -1,0 +1,89 @@
+# Stage 2: degrade the synthetic volumes, train one SR network per pair source, apply it
+# to the real scans. Sources: vae (the paper), self (in-plane axes of the real scans),
+# supervised (ground truths; the upper bound, benchmark only), both (vae + self).
+
+
+rule degrade:
+    # The synthetic volume on the real LR grid, for figures and inspection; train_sr
+    # degrades the synthetic volumes with the same slice model itself.
+    input:
+        hr=f"{OUT}/vae/{{subject}}.nii.gz",
+        geometry=f"{OUT}/input/{{subject}}.json",
+    output:
+        f"{OUT}/degraded/{{subject}}.nii.gz",
+    params:
+        slice_model=config["slice_model"],
+    log:
+        f"{LOGS}/degrade/{{subject}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/degrade/{{subject}}.tsv"
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "python -m thinslice degrade --hr {input.hr:q} --geometry {input.geometry:q}"
+        " --slice-model {params.slice_model} --out {output:q} > {log:q} 2>&1"
+
+
+rule train_sr:
+    input:
+        images=expand(f"{OUT}/input/{{subject}}.nii.gz", subject=SUBJECTS),
+        geometries=expand(f"{OUT}/input/{{subject}}.json", subject=SUBJECTS),
+        targets=lambda wc: sr_targets(wc.source),
+    output:
+        model=f"{OUT}/models/sr_{{source}}.pt",
+        loss=report(f"{OUT}/models/sr_{{source}}_loss.csv", caption="../report/sr_loss.rst", category="Training"),
+    wildcard_constraints:
+        source="vae|self|supervised|both",
+    params:
+        options=lambda wc: json_option(config["sr"]["train"]),
+        targets=lambda wc, input: f"--targets {' '.join(shlex.quote(t) for t in input.targets)}" if input.targets else "",
+        checkpoint=lambda wc: f"{OUT}/checkpoints/sr_{wc.source}.ckpt",
+        slice_model=config["slice_model"],
+        device=config["device"],
+    log:
+        f"{LOGS}/train_sr/{{source}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train_sr/{{source}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    shell:
+        "python -m thinslice train-sr --source {wildcards.source} --images {input.images:q}"
+        " --geometries {input.geometries:q} {params.targets} --slice-model {params.slice_model}"
+        " --options {params.options} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
+        " --device {params.device} --out {output.model:q} > {log:q} 2>&1"
+
+
+rule infer:
+    input:
+        model=f"{OUT}/models/sr_{{source}}.pt",
+        image=f"{OUT}/input/{{subject}}.nii.gz",
+        geometry=f"{OUT}/input/{{subject}}.json",
+    output:
+        f"{OUT}/sr_{{source}}/{{subject}}.nii.gz",
+    wildcard_constraints:
+        source="vae|self|supervised|both",
+    params:
+        keep=lambda wc: "--keep-real-slices" if config["sr"]["keep_real_slices"] else "--no-keep-real-slices",
+        device=config["device"],
+    log:
+        f"{LOGS}/infer/sr_{{source}}/{{subject}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/infer/sr_{{source}}/{{subject}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "python -m thinslice infer --model {input.model:q} {input.image:q} {output:q}"
+        " --geometry {input.geometry:q} {params.keep} --device {params.device} > {log:q} 2>&1"

@@ -1,0 +1,57 @@
+# Stage 1: one slice VAE per cohort, then each subject's synthetic thin-slice volume.
+
+
+rule train_vae:
+    input:
+        images=expand(f"{OUT}/input/{{subject}}.nii.gz", subject=SUBJECTS),
+        geometries=expand(f"{OUT}/input/{{subject}}.json", subject=SUBJECTS),
+    output:
+        model=f"{OUT}/models/vae.pt",
+        loss=report(f"{OUT}/models/vae_loss.csv", caption="../report/vae_loss.rst", category="Training"),
+    params:
+        options=lambda wc: json_option(config["vae"]["train"]),
+        checkpoint=f"{OUT}/checkpoints/vae.ckpt",
+        device=config["device"],
+    log:
+        f"{LOGS}/train_vae.log",
+    benchmark:
+        f"{OUT}/benchmarks/train_vae.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    shell:
+        "python -m thinslice train-vae --images {input.images:q} --geometries {input.geometries:q}"
+        " --options {params.options} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
+        " --device {params.device} --out {output.model:q} > {log:q} 2>&1"
+
+
+rule synthesize:
+    input:
+        model=f"{OUT}/models/vae.pt",
+        image=f"{OUT}/input/{{subject}}.nii.gz",
+        geometry=f"{OUT}/input/{{subject}}.json",
+    output:
+        f"{OUT}/vae/{{subject}}.nii.gz",
+    params:
+        interpolation=config["vae"]["interpolation"],
+        keep=lambda wc: "--keep-real-slices" if config["vae"]["keep_real_slices"] else "--no-keep-real-slices",
+        device=config["device"],
+    log:
+        f"{LOGS}/synthesize/{{subject}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/synthesize/{{subject}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "python -m thinslice synthesize --model {input.model:q} --image {input.image:q}"
+        " --geometry {input.geometry:q} --interpolation {params.interpolation} {params.keep}"
+        " --device {params.device} --out {output:q} > {log:q} 2>&1"
