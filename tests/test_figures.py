@@ -251,15 +251,34 @@ def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.Compl
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def simulated_project(folder: Path, anatomical_path: Path, methods: str) -> None:
+    img = nib.load(anatomical_path)
+    (folder / "data").mkdir()
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), folder / "data" / "gt.nii.gz")
+    (folder / "samples.tsv").write_text("subject\tpath\nt1\tdata/gt.nii.gz\n")
+    (folder / "bench.yaml").write_text(
+        f"run: tiny\nsamples: samples.tsv\nmethods: [{methods}]\n"
+        f"simulate:\n  enabled: true\n  axis: 2\n  factor: {R}\n  fwhm_mm: {2.0 * R}\n")
+
+
+@pytest.mark.workflow
+def test_learned_methods_add_the_pipeline_and_training_figures(tmp_path, anatomical_path):
+    """Dry run: with the VAE and SR methods, `figures` asks for the synthetic and degraded
+    volumes and the loss logs, and so for the training rules."""
+    simulated_project(tmp_path, anatomical_path, "linear, cubic, vae, sr_vae, sr_self")
+    done = snakemake(tmp_path, "-n", "figures", "--configfile", "bench.yaml")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    stats = (done.stdout + done.stderr).split("Job stats:")[1].split("total")[0]
+    jobs = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()[3:] if line.strip()}
+    for rule in ("figure_pipeline", "figure_training", "figure_reformats", "figure_errors", "figure_profile",
+                 "figure_metrics", "train_vae", "synthesize", "degrade"):
+        assert jobs.get(rule) == 1, (rule, jobs)
+    assert jobs.get("train_sr") == jobs.get("infer") == 2  # sources vae and self
+
+
 @pytest.mark.workflow
 def test_figures_target_and_report(tmp_path, anatomical_path):
-    img = nib.load(anatomical_path)
-    (tmp_path / "data").mkdir()
-    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), tmp_path / "data" / "gt.nii.gz")
-    (tmp_path / "samples.tsv").write_text("subject\tpath\nt1\tdata/gt.nii.gz\n")
-    (tmp_path / "bench.yaml").write_text(
-        f"run: tiny\nsamples: samples.tsv\nmethods: [linear, cubic]\n"
-        f"simulate:\n  enabled: true\n  axis: 2\n  factor: {R}\n  fwhm_mm: {2.0 * R}\n")
+    simulated_project(tmp_path, anatomical_path, "linear, cubic")
     done = snakemake(tmp_path, "--cores", "2", "figures", "--configfile", "bench.yaml")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     out = tmp_path / "results" / "tiny"

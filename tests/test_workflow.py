@@ -135,12 +135,12 @@ def test_simulated_output_grid_follows_the_convention(simulated_project):
 
 def test_simulated_figure_logs_and_no_leftovers(simulated_project):
     d = simulated_project
-    png = d / "results" / "tiny" / "figures" / "methods.png"
+    png = d / "results" / "tiny" / "figures" / "reformats.png"
     head = png.read_bytes()
     assert head.startswith(PNG_MAGIC) and len(head) > 5000
     log = (d / "logs" / "tiny" / "prepare" / "t1.log").read_text()
     assert "slice axis 2" in log and "factor 3" in log and "thickness 6 mm" in log
-    for rule in ("simulate/t1", "interpolate/cubic/t1", "evaluate/linear/t1", "collect_metrics", "figure_methods"):
+    for rule in ("simulate/t1", "interpolate/cubic/t1", "evaluate/linear/t1", "collect_metrics", "figures/reformats"):
         assert (d / "logs" / "tiny" / f"{rule}.log").exists(), rule
     assert _hidden_files(d / "results") == []  # no temporary files left by atomic writes
 
@@ -206,7 +206,7 @@ def test_scans_with_truth_are_scored_in_world_coordinates(scan_project):
 
 
 def test_scan_figure_with_a_truth_on_another_grid(scan_project):
-    png = scan_project / "results" / "scans" / "figures" / "methods.png"
+    png = scan_project / "results" / "scans" / "figures" / "reformats.png"
     assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5000
 
 

@@ -60,6 +60,7 @@ METHOD_LABELS = {
     "vae": "VAE synthesis",
     "sr_vae": "SR (VAE pairs)",
     "sr_self": "SR (self pairs)",
+    "sr_both": "SR (VAE + self pairs)",
     "sr_supervised": "SR (supervised)",
     "eclare": "ECLARE",
 }
@@ -69,10 +70,11 @@ METHOD_COLORS = {
     "vae": "#9467bd",
     "sr_vae": "#d62728",
     "sr_self": "#2ca02c",
+    "sr_both": "#e377c2",
     "sr_supervised": "#8c564b",
     "eclare": "#17becf",
 }
-OTHER_COLORS = ["#e377c2", "#bcbd22", "#7f7f7f", "#393b79", "#637939"]
+OTHER_COLORS = ["#bcbd22", "#7f7f7f", "#393b79", "#637939"]
 LR_LABEL, TRUTH_LABEL = "LR (nearest)", "ground truth"
 LR_COLOR, TRUTH_COLOR = "#555555", "black"
 
@@ -299,20 +301,20 @@ class Scene:
     def shape(self) -> tuple[int, int, int]:
         return self.lr.ras.shape
 
+    def _reference_panel(self) -> Panel:
+        if self.truth is not None:
+            return self.truth
+        by_key = {p.key: p for p in self.methods}
+        return by_key.get("cubic") or (self.methods[0] if self.methods else self.lr)
+
     @property
     def reference(self) -> np.ndarray:
         """The best picture of the anatomy: the truth, else cubic, else the first method."""
-        if self.truth is not None:
-            return self.truth.ras
-        by_key = {p.key: p for p in self.methods}
-        return (by_key.get("cubic") or (self.methods[0] if self.methods else self.lr)).ras
+        return self._reference_panel().ras
 
     @property
     def reference_label(self) -> str:
-        if self.truth is not None:
-            return self.truth.label
-        by_key = {p.key: p for p in self.methods}
-        return (by_key.get("cubic") or (self.methods[0] if self.methods else self.lr)).label
+        return self._reference_panel().label
 
     def planes(self) -> list[int]:
         """The two anatomical planes that contain the slice axis (the through-plane views)."""
@@ -649,10 +651,11 @@ def pipeline_figure(scene: Scene, out_png, title: str = "") -> None:
         steps.append(("2. VAE-synthesized HR", by_key.get("vae") or scene.extra["vae"]))
     if "degraded" in scene.extra:
         steps.append(("3. synthetic HR degraded", scene.extra["degraded"]))
-    if "sr_vae" in by_key:
-        steps.append(("4. SR output on the real LR", by_key["sr_vae"]))
+    sr = by_key.get("sr_vae") or by_key.get("sr_both")
+    if sr is not None:
+        steps.append((f"4. {sr.label} on the real LR", sr))
     if len(steps) < 2:
-        raise ThinsliceError("pipeline figure: needs the VAE output, the degraded volume or the sr_vae output")
+        raise ThinsliceError("pipeline figure: needs the VAE output, the degraded volume or an sr_vae/sr_both output")
     plane = scene.planes()[0]
     cut = scene.centre(plane)
     sections = [plane_section(p.ras, plane, cut) for _, p in steps]
@@ -670,7 +673,7 @@ def pipeline_figure(scene: Scene, out_png, title: str = "") -> None:
     _scale_bar(axes[0], extent[1], extent[2])
     notes = {("1", "2"): "VAE: decode latents\ninterpolated between\nadjacent real slices",
              ("2", "3"): f"slice model: {scene.geometry.thickness_mm:.3g} mm profile,\n"
-                         f"every {scene.geometry.factor}th slice kept",
+                         f"every {_ordinal(scene.geometry.factor)} slice kept",
              ("3", "4"): "SR net trained on\n(3 \u2192 2) pairs,\napplied to 1"}
     fig.suptitle(_title(title, f"the method on one subject ({PLANE_NAMES[plane]}); {scene.describe()}"),
                  fontsize=FONT + 1)
@@ -758,7 +761,8 @@ def metrics_figure(metrics_csv, out_png, methods: list[str] | None = None, title
 
 
 TRAINING_TITLES = {"vae": "VAE (stage 1)", "sr_vae": "SR on VAE pairs (stage 2)",
-                   "sr_self": "SR on self pairs", "sr_supervised": "SR supervised (upper bound)"}
+                   "sr_self": "SR on self pairs", "sr_both": "SR on VAE + self pairs",
+                   "sr_supervised": "SR supervised (upper bound)"}
 NOT_LOSSES = {"step", "lr", "kl_weight", "learning_rate", "epoch", "time", "seconds"}
 
 
@@ -828,8 +832,10 @@ def training_figure(losses: dict[str, str], out_png, title: str = "") -> None:
     _save(fig, out_png)
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _title(title: str, what: str) -> str:
     return f"{title}\n{what}" if title else what
-
-
-FIGURES = ("reformats", "errors", "profile", "pipeline", "metrics", "training")

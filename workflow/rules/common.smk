@@ -163,12 +163,12 @@ FIGURE_CODE = str(Path(workflow.basedir, "src/thinslice/figures.py"))
 
 def uses_vae():
     """Whether the run synthesizes HR volumes with the stage-1 VAE."""
-    return "vae" in METHODS or "sr_vae" in METHODS
+    return any(m in METHODS for m in ("vae", "sr_vae", "sr_both"))
 
 
 def loss_logs():
     """Training logs drawn in figures/training.png: model name -> loss CSV, for the models the
-    methods train (the VAE for vae/sr_vae, one SR network per sr_<source> method)."""
+    methods train (the VAE for vae/sr_vae/sr_both, one SR network per sr_<source> method)."""
     logs = {}
     if uses_vae():
         logs["vae"] = f"{OUT}/models/vae_loss.csv"

@@ -32,7 +32,7 @@ rule collect_metrics:
         expand(f"{OUT}/metrics/{{method}}/{{subject}}.json", method=METHODS, subject=SUBJECTS),
     output:
         table=report(f"{OUT}/metrics.csv", caption="../report/metrics.rst", category="Metrics"),
-        summary=f"{OUT}/metrics_summary.csv",
+        summary=report(f"{OUT}/metrics_summary.csv", caption="../report/metrics_summary.rst", category="Metrics"),
         markdown=f"{OUT}/metrics_summary.md",
     log:
         f"{LOGS}/collect_metrics.log",
