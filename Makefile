@@ -1,5 +1,5 @@
 # make demo : environment + the real-knee demo     make test  : environment + tests
-# make bench: the ground-truth benchmark (ch2-z4)  make clean : remove outputs
+# make bench: the ground-truth benchmarks ch2-z4, -z2, -z6 and their table   make clean : remove outputs
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= all
@@ -20,8 +20,13 @@ demo: env
 test: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH python -m pytest -q
 
+BENCH_RUNS ?= ch2-z4 ch2-z2 ch2-z6
+
 bench: env
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) --configfile config/ch2-z4.yaml
+	for run in $(BENCH_RUNS); do \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) --configfile config/$$run.yaml || exit 1; \
+	done
+	$(PY) -m thinslice bench-table $(addprefix results/,$(BENCH_RUNS)) --out results/bench.md
 
 lint: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint

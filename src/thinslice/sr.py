@@ -326,7 +326,8 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
         save_checkpoint(checkpoint, {
             "kind": "thinslice-sr-checkpoint", "step": step, "config": asdict(config),
             "factor": sampler.factor, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "sampler": sampler.state, "rng": rng_state(), "log_sums": sums.tolist(), "log_count": count})
+            "sampler": sampler.state, "rng": rng_state(), "log_sums": sums.tolist(), "log_count": count,
+            "meta": _plain(meta)})
 
     model.train()
     bar = tqdm(total=config.steps, initial=start, desc="sr", file=sys.stderr, disable=not progress,
@@ -503,7 +504,8 @@ def _run_windows(model: SRNet, vol: np.ndarray, patch: int, overlap: int | None,
 
 
 def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 192,
-             overlap: int | None = None, device="auto", batch_size: int = 8) -> np.ndarray:
+             overlap: int | None = None, device="auto", batch_size: int = 8,
+             flip_average: bool = False) -> np.ndarray:
     """Apply the SR net to a volume already cubic-upsampled onto the output grid.
 
     upsampled: (X, Y, Z) float32 (normalised like the training pairs), real slices at
@@ -514,6 +516,9 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
     Only `batch_size` windows (2D: images of one window) are on the device at a time;
     the output is accumulated on the CPU. "2d" nets run over both through-plane
     orientations (slice axis with each other axis) and average them.
+    flip_average: also apply the net to the volume flipped along every axis and average
+    (a self-ensemble: twice the time; +0.1 dB on ch2-z4). The slice axis is flipped only
+    when that maps real slices onto real slices ((n-1) divisible by r).
     Returns float32 of the input's shape.
     """
     if slice_axis not in (0, 1, 2):
@@ -523,6 +528,12 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
         raise ThinsliceError(f"apply_sr: expected a 3D volume, got shape {vol.shape}")
     if not np.all(np.isfinite(vol)):
         raise ThinsliceError("apply_sr: the volume holds NaN or infinite values")
+    if flip_average:
+        axes = tuple(a for a in range(3) if a != slice_axis or (vol.shape[a] - 1) % model.group == 0)
+        kw = dict(patch=patch, overlap=overlap, device=device, batch_size=batch_size)
+        plain = apply_sr(model, vol, slice_axis, **kw)
+        flipped = apply_sr(model, np.ascontiguousarray(np.flip(vol, axes)), slice_axis, **kw)
+        return (plain + np.flip(flipped, axes)) / 2
     dev = select_device(device)
     model = model.to(dev).eval()
     try:

@@ -131,6 +131,9 @@ class SliceVAE(nn.Module):
                     nn.Conv2d(ch[level + 1], ch[level], 3, padding=1), ResBlock(ch[level])]
         dec += [nn.GroupNorm(_groups(ch[0]), ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 1, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
+        # Lowest intensity of the training data: decoded slices are clamped at it, so the
+        # background can be reproduced exactly (set by train_vae, saved with the weights).
+        self.register_buffer("floor", torch.tensor(float("-inf")))
 
     @property
     def multiple(self) -> int:
@@ -141,7 +144,8 @@ class SliceVAE(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        y = self.decoder(z)
+        return torch.clamp(y, min=self.floor.to(y.dtype))
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
         """Reconstruction, mean, log-variance; `noise` ~ N(0, 1) of the latent's shape samples z."""
@@ -265,6 +269,7 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
 
     seed_everything(config.seed)
     model = SliceVAE(config).to(dev)
+    model.floor.fill_(min(float(v.min()) for v in volumes))
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     disc = disc_opt = None
     if config.adversarial_weight > 0:
@@ -316,8 +321,8 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
     sums = dict.fromkeys(LOSS_COLUMNS, 0.0)
     n_sum = 0
     model.train()
-    bar = tqdm(total=config.steps, initial=step, desc="vae", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=step, desc="vae", file=sys.stderr, disable=not progress,
+               mininterval=0.5 if sys.stderr.isatty() else 15.0)  # a log file gets a line every 15 s
     while step < config.steps:
         x = torch.from_numpy(sampler.sample(config.batch_size)).to(dev, non_blocking=True)
         noise = torch.randn((config.batch_size, config.latent_channels, latent_side, latent_side),

@@ -13,6 +13,7 @@ rule fetch_demo:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,
     shell:
         "python -m thinslice fetch-demo --out {output} --cache resources/cache > {log} 2>&1"
 
@@ -29,6 +30,7 @@ rule fetch_ch2:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=10,
     shell:
         "python -m thinslice fetch-ch2 --out {output} > {log} 2>&1"
 
@@ -53,6 +55,7 @@ rule simulate:
     threads: 1
     resources:
         mem_mb=4000,
+        runtime=30,
     shell:
         "python -m thinslice simulate --truth {input:q} --out-lr {output.lr} --out-truth {output.truth}"
         " --axis {params.axis} --factor {params.factor} --profile {params.profile}"
@@ -77,6 +80,7 @@ rule prepare:
     threads: 1
     resources:
         mem_mb=4000,
+        runtime=30,
     shell:
         "python -m thinslice prepare --input {input:q} {params.options} --out-image {output.image}"
         " --out-geometry {output.geometry} --out-mask {output.mask} > {log} 2>&1"

@@ -21,6 +21,7 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=6000,
+        runtime=30,
     shell:
         "python -m thinslice evaluate --output {input.output} --image {input.image} --geometry {input.geometry}"
         " --mask {input.mask} {params.truth} --subject {wildcards.subject} --method {wildcards.method}"
@@ -43,6 +44,7 @@ rule collect_metrics:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=10,
     shell:
         "python -m thinslice collect {input} --out {output.table} --summary-csv {output.summary}"
         " --summary-md {output.markdown} > {log} 2>&1"

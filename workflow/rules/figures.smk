@@ -40,6 +40,7 @@ rule figure_pipeline:
     threads: 1
     resources:
         mem_mb=6000,
+        runtime=20,
     shell:
         FIGURE_SHELL
 
@@ -66,6 +67,7 @@ rule figure_reformats:
     threads: 1
     resources:
         mem_mb=6000,
+        runtime=20,
     shell:
         FIGURE_SHELL
 
@@ -92,6 +94,7 @@ rule figure_errors:
     threads: 1
     resources:
         mem_mb=6000,
+        runtime=20,
     shell:
         FIGURE_SHELL
 
@@ -118,6 +121,7 @@ rule figure_profile:
     threads: 1
     resources:
         mem_mb=6000,
+        runtime=20,
     shell:
         FIGURE_SHELL
 
@@ -141,6 +145,7 @@ rule figure_metrics:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=20,
     shell:
         "python -m thinslice figure --kind metrics --metrics {input.metrics:q} --methods {params.methods}"
         " --title {params.title:q} --out {output:q} > {log:q} 2>&1"
@@ -165,6 +170,7 @@ rule figure_training:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=20,
     shell:
         "python -m thinslice figure --kind training --losses {params.losses} --title {params.title:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -18,6 +18,7 @@ rule interpolate:
     threads: 1
     resources:
         mem_mb=4000,
+        runtime=30,
     shell:
         "python -m thinslice upsample --method {wildcards.method} --image {input.image}"
         " --geometry {input.geometry} --out {output} > {log} 2>&1"

@@ -22,6 +22,7 @@ rule degrade:
     threads: 1
     resources:
         mem_mb=4000,
+        runtime=30,
     shell:
         "python -m thinslice degrade --hr {input.hr:q} --geometry {input.geometry:q}"
         " --slice-model {params.slice_model} --out {output:q} > {log:q} 2>&1"
