@@ -12,6 +12,7 @@ normalized scale (~[0, 1]); slices go through the network as (batch, 1, H, W).
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -39,17 +40,18 @@ RESUMABLE_FIELDS = ("steps", "checkpoint_every")
 class VAEConfig:
     """Stage-1 VAE: architecture, loss and training schedule."""
 
-    levels: int = 3                 # downsamplings: the latent map is the slice size / 2**levels
-    base_channels: int = 32         # feature channels at full resolution (x2 per level, at most x8)
+    levels: int = 2                 # downsamplings: the latent map is the slice size / 2**levels
+    base_channels: int = 16         # feature channels at full resolution (x2 per level, at most x8)
     latent_channels: int = 8        # channels of the latent map
-    beta: float = 1e-3              # weight of the KL term (KL in nats per image pixel)
+    beta: float = 1e-4              # weight of the KL term (KL in nats per image pixel)
     kl_warmup_steps: int = 500      # the KL weight rises linearly from 0 to beta over these steps
     recon_loss: str = "l1"          # reconstruction loss: l1 | l2 (mean per pixel)
     adversarial_weight: float = 0.0  # > 0 adds a PatchGAN discriminator (hinge loss) with this weight
-    steps: int = 3000               # optimizer steps in all
+    steps: int = 2000               # optimizer steps in all
     batch_size: int = 16            # slices (crops) per step
     crop_size: int = 64             # side of the random square crops, pixels (slices smaller are zero-padded)
-    learning_rate: float = 1e-3     # Adam learning rate (constant)
+    learning_rate: float = 1e-3     # Adam learning rate (constant, so a run can be extended by raising steps)
+    ema_decay: float = 0.995        # synthesis uses this moving average of the weights (0: the last weights)
     checkpoint_every: int = 500     # steps between checkpoints (one is also written at the end)
     seed: int = 0                   # seed of weights, crops, flips and sampling noise
 
@@ -64,6 +66,8 @@ class VAEConfig:
         for key in ("beta", "adversarial_weight"):
             if not float(getattr(self, key)) >= 0:
                 raise ThinsliceError(f"vae.{key} must be >= 0, got {getattr(self, key)!r}")
+        if not 0 <= float(self.ema_decay) < 1:
+            raise ThinsliceError(f"vae.ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not float(self.learning_rate) > 0:
             raise ThinsliceError(f"vae.learning_rate must be > 0, got {self.learning_rate!r}")
         if self.recon_loss not in RECON_LOSSES:
@@ -270,6 +274,7 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
     seed_everything(config.seed)
     model = SliceVAE(config).to(dev)
     model.floor.fill_(min(float(v.min()) for v in volumes))
+    ema = copy.deepcopy(model).requires_grad_(False)  # what synthesis uses
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     disc = disc_opt = None
     if config.adversarial_weight > 0:
@@ -288,7 +293,8 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
         if diff:
             raise ThinsliceError(f"{checkpoint}: checkpoint was trained with another VAE config "
                                  f"(differs in {', '.join(diff)}); delete it to start over")
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["training_model"])
+        ema.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if disc is not None:
             disc.load_state_dict(state["discriminator"])
@@ -300,12 +306,12 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
         set_rng_state(state["rng"])
         step = int(state["step"])
         if step >= config.steps:
-            model.eval()
-            return model
+            return ema.eval()
 
     def save() -> None:
         payload = {"kind": KIND, "config": asdict(config), "step": step,
-                   "model": model.state_dict(), "optimizer": opt.state_dict(),
+                   "model": ema.state_dict(), "training_model": model.state_dict(),
+                   "optimizer": opt.state_dict(),
                    "sampler": sampler.get_state(), "noise": noise_gen.get_state(),
                    "rng": rng_state()}
         if disc is not None:
@@ -360,6 +366,7 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
         scaler.update()
 
         step += 1
+        _update_ema(ema, model, config.ema_decay, step)
         values = {"loss": loss.item(), "recon": rec.item(), "kl": kl.item(), "kl_weight": kl_weight,
                   "adv": adv.item(), "disc": d_loss.item()}
         if not all(math.isfinite(v) for v in values.values()):
@@ -378,8 +385,17 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
         if step % config.checkpoint_every == 0 or step == config.steps:
             save()
     bar.close()
-    model.eval()
-    return model
+    return ema.eval()
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """ema <- d * ema + (1 - d) * model, with d ramping up as (1 + step) / (10 + step) early on."""
+    d = min(float(decay), (1.0 + step) / (10.0 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - d)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
 
 
 # --------------------------------------------------------------------------- model files
