@@ -181,6 +181,12 @@ def test_load_model_rejects_other_files(tmp_path):
         sr.load_model(tmp_path / "missing.pt")
 
 
+def test_apply_sr_refuses_a_volume_off_the_output_grid():
+    model = sr.build_model(sr.SRConfig(channels=8, depth=1), 4)
+    with pytest.raises(ThinsliceError, match="factor 4"):
+        sr.apply_sr(model, _phantom((10, 10, 24)), 2, device="cpu")
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ThinsliceError, match="sr.architecture"):
         sr.SRConfig(architecture="4d")

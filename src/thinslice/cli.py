@@ -145,6 +145,11 @@ def _bench_table(a):
             Path(tmp).write_text(text)
 
 
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's own choice)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="thinslice", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -226,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loss-csv", required=True)
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     s.add_argument("--out", required=True, help="model file")
+    _threads_option(s)
     s.set_defaults(func=_train_vae)
 
     s = sub.add_parser("synthesize", help="stage 1: the VAE's synthetic thin-slice volume of one subject")
@@ -236,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True)
+    _threads_option(s)
     s.set_defaults(func=_synthesize)
 
     s = sub.add_parser("degrade", help="stage 2: degrade a synthetic volume onto the real LR grid")
@@ -258,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loss-csv", required=True)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True, help="model file")
+    _threads_option(s)
     s.set_defaults(func=_train_sr)
 
     s = sub.add_parser("infer", help="apply a trained SR model to a scan: thinslice infer --model M in.nii.gz out.nii.gz")
@@ -269,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
                    help="put the real slices back at positions i*r")
     s.add_argument("--device", default="auto")
+    _threads_option(s)
     s.set_defaults(func=_infer)
 
     s = sub.add_parser("bench-table", help="print the benchmark table of finished runs")
@@ -280,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     try:
         args.func(args)
     except ThinsliceError as exc:

@@ -10,7 +10,7 @@ knows which outputs are the real slices and which lie between, costs 1/r of a ne
 the full grid, and patches/windows along that axis always start at multiples of r.
 
 Architectures (SRConfig.architecture):
-- "2d": a 2D residual CNN on images holding the degraded axis (first image axis) and one
+- "2d": a 2D residual CNN on images holding the degraded axis (last image axis) and one
   high-resolution axis. Inference runs over both through-plane orientations (slice axis
   with each in-plane axis) and averages them. Trains on any pairs, incl. self pairs.
 - "3d": a 3D residual CNN on patches, the degraded axis moved last. Needs pairs whose
@@ -517,8 +517,7 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
     the output is accumulated on the CPU. "2d" nets run over both through-plane
     orientations (slice axis with each other axis) and average them.
     flip_average: also apply the net to the volume flipped along every axis and average
-    (a self-ensemble: twice the time; +0.1 dB on ch2-z4). The slice axis is flipped only
-    when that maps real slices onto real slices ((n-1) divisible by r).
+    (a self-ensemble: twice the time; +0.1 dB on ch2-z4).
     Returns float32 of the input's shape.
     """
     if slice_axis not in (0, 1, 2):
@@ -528,8 +527,12 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
         raise ThinsliceError(f"apply_sr: expected a 3D volume, got shape {vol.shape}")
     if not np.all(np.isfinite(vol)):
         raise ThinsliceError("apply_sr: the volume holds NaN or infinite values")
-    if flip_average:
-        axes = tuple(a for a in range(3) if a != slice_axis or (vol.shape[a] - 1) % model.group == 0)
+    if (vol.shape[slice_axis] - 1) % model.factor:
+        raise ThinsliceError(
+            f"apply_sr: {vol.shape[slice_axis]} slices along axis {slice_axis} is not an output grid "
+            f"of factor {model.factor} ((n-1)*r+1 slices); upsample the LR scan by the model's factor")
+    if flip_average:   # flipping maps slice i*r onto slice (n-1-i)*r: real slices stay real
+        axes = (0, 1, 2)
         kw = dict(patch=patch, overlap=overlap, device=device, batch_size=batch_size)
         plain = apply_sr(model, vol, slice_axis, **kw)
         flipped = apply_sr(model, np.ascontiguousarray(np.flip(vol, axes)), slice_axis, **kw)
