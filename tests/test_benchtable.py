@@ -35,5 +35,5 @@ def test_table_sums_training_and_inference_per_method(tmp_path):
 
 def test_stages_of_every_method():
     assert method_stages("sr_self") == (["train_sr/self.tsv"], ["infer/sr_self/*.tsv"])
-    assert "train_vae.tsv" in method_stages("sr_vae")[0]
+    assert "train_vae.tsv" in method_stages("sr_vae")[0] and "train_vae.tsv" in method_stages("sr_both")[0]
     assert method_stages("linear") == ([], ["interpolate/linear/*.tsv"])

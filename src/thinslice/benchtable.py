@@ -18,8 +18,8 @@ def method_stages(method: str) -> tuple[list[str], list[str]]:
         return [], [f"interpolate/{method}/*.tsv"]
     if method == "vae":
         return ["train_vae.tsv"], ["synthesize/*.tsv"]
-    if method == "sr_vae":
-        return ["train_vae.tsv", "synthesize/*.tsv", "degrade/*.tsv", "train_sr/vae.tsv"], ["infer/sr_vae/*.tsv"]
+    if method in ("sr_vae", "sr_both"):  # the VAE and its synthesis come first
+        return (["train_vae.tsv", "synthesize/*.tsv", f"train_sr/{method[3:]}.tsv"], [f"infer/{method}/*.tsv"])
     if method.startswith("sr_"):
         return [f"train_sr/{method[3:]}.tsv"], [f"infer/{method}/*.tsv"]
     if method == "eclare":  # trains on each volume itself: all of it is per-subject work
