@@ -38,15 +38,14 @@ def read_benchmark(path: Path) -> dict:
     return {"s": float(row["s"]), "max_rss": float(rss) if rss not in ("NA", "", "-") else math.nan}
 
 
-def _cost(bench_dir: Path, patterns: list[str]) -> tuple[float, float, bool]:
-    seconds, peak, found = 0.0, math.nan, False
+def _cost(bench_dir: Path, patterns: list[str]) -> tuple[float, float]:
+    seconds, peak = 0.0, math.nan
     for pattern in patterns:
         for p in sorted(bench_dir.glob(pattern)):
             b = read_benchmark(p)
             seconds += b["s"]
             peak = b["max_rss"] if math.isnan(peak) else max(peak, b["max_rss"])
-            found = True
-    return seconds, peak, found
+    return seconds, peak
 
 
 def run_table(run_dir: str | Path) -> list[dict]:
@@ -59,8 +58,8 @@ def run_table(run_dir: str | Path) -> list[dict]:
     for method in dict.fromkeys(m["method"] for m in metrics):
         sel = [m for m in metrics if m["method"] == method]
         train, infer = method_stages(method)
-        t_train, m_train, _ = _cost(run_dir / "benchmarks", train)
-        t_infer, m_infer, _ = _cost(run_dir / "benchmarks", infer)
+        t_train, m_train = _cost(run_dir / "benchmarks", train)
+        t_infer, m_infer = _cost(run_dir / "benchmarks", infer)
         rows.append({
             "run": run_dir.name, "method": method,
             "psnr": _mean(m["psnr"] for m in sel), "ssim": _mean(m["ssim"] for m in sel),

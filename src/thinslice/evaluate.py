@@ -7,37 +7,31 @@ import json
 import math
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from .geometry import Geometry
 from .interpolate import nearest_upsample
-from .io import atomic_path
+from .io import atomic_path, read_nifti
 from .metrics import compare, real_slice_error, through_plane_sharpness
-from .volume import Volume
 
 COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "real_slice_error"]
 
-
-def _load(path) -> Volume:
-    img = nib.load(str(path))
-    return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine)
 
 
 def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str | Path,
              subject: str, method: str, truth: str | Path | None = None) -> dict:
     """Metrics of one output: PSNR/SSIM against the truth when there is one; always the
     through-plane sharpness (in the input's foreground) and the real-slice error."""
-    out, low = _load(output), _load(lr)
+    out, low = read_nifti(output), read_nifti(lr)
     geom = Geometry.load(geometry)
     axis, r = geom.slice_axis, geom.factor
-    fg = _load(mask).data > 0.5
+    fg = read_nifti(mask).data > 0.5
     fg_out = nearest_upsample(fg, axis, r)
     row = {"subject": subject, "method": method, "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
            "sharpness": through_plane_sharpness(geom.normalize(out.data), axis, fg_out),
            "real_slice_error": real_slice_error(out.data, low.data, axis, r)}
     if truth:
-        row.update({k: v for k, v in compare(out, _load(truth)).items() if k in COLUMNS})
+        row.update({k: v for k, v in compare(out, read_nifti(truth)).items() if k in COLUMNS})
     return row
 
 

@@ -42,7 +42,7 @@ from scipy import ndimage  # noqa: E402
 from .errors import ThinsliceError  # noqa: E402
 from .geometry import Geometry, output_affine, output_shape  # noqa: E402
 from .interpolate import nearest_upsample  # noqa: E402
-from .io import atomic_path  # noqa: E402
+from .io import atomic_path, read_nifti  # noqa: E402
 from .metrics import resample_to  # noqa: E402
 from .volume import Volume  # noqa: E402
 
@@ -176,11 +176,8 @@ def display_position(ras_index, plane: int, shape, zooms) -> tuple[float, float]
 
 
 def _load(path) -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    return np.asarray(data, dtype=np.float32), img.affine
+    vol = read_nifti(path)
+    return vol.data, vol.affine
 
 
 def _on_grid(data, affine, shape, ref_affine, order: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,8 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _read_nifti(path: Path) -> Volume:
+def read_nifti(path: str | Path) -> Volume:
+    """A 3D NIfTI as a Volume (a trailing axis of length 1 is dropped); no input checks."""
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -96,7 +97,7 @@ def load_volume(path: str | Path, echo: int | None = None) -> tuple[Volume, dict
         suffix = _suffix(path)
         try:
             if suffix in NIFTI_SUFFIXES:
-                vol = _read_nifti(path)
+                vol = read_nifti(path)
             elif suffix in SITK_SUFFIXES:
                 vol = _read_sitk(path)
             else:

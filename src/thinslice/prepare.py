@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from .degrade import degrade
 from .errors import ThinsliceError
 from .geometry import Geometry, describe, lr_affine, output_shape
-from .io import load_volume, save_volume
+from .io import load_volume, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .volume import Volume
 
@@ -57,5 +56,4 @@ def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, 
 
 def load_prepared(image: str | Path, geometry: str | Path) -> tuple[Volume, Geometry]:
     """The LR volume and its geometry record, as written by `prepare`."""
-    img = nib.load(str(image))
-    return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine), Geometry.load(geometry)
+    return read_nifti(image), Geometry.load(geometry)

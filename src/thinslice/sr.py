@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import ThinsliceError
-from .training import (LossLog, configure_device, load_checkpoint, rng_state, save_checkpoint,
+from .training import (LossLog, config_from_dict, configure_device, load_checkpoint, rng_state, save_checkpoint,
                        seed_everything, select_device, set_rng_state)
 
 MODEL_KIND = "thinslice-sr"
@@ -80,11 +80,7 @@ class SRConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SRConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ThinsliceError(f"sr: unknown setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "sr")
 
 
 # --------------------------------------------------------------------------- network

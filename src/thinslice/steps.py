@@ -11,13 +11,12 @@ import json
 import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from .errors import ThinsliceError
 from .geometry import Geometry, describe, detect_slice_axis, output_affine
 from .interpolate import upsample
-from .io import load_volume, save_volume
+from .io import load_volume, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
 from .volume import Volume
@@ -25,10 +24,6 @@ from .volume import Volume
 # Relative mismatch of slice spacing or thickness under which a scan fits a model.
 FIT_TOLERANCE = 0.02
 
-
-def _load(path) -> Volume:
-    img = nib.load(str(path))
-    return Volume(np.asarray(img.dataobj, dtype=np.float32), img.affine)
 
 
 def _options(text: str | None) -> dict:
@@ -88,7 +83,7 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
     from .degrade import degrade as simulate
     from .geometry import lr_affine
 
-    vol = _load(hr)
+    vol = read_nifti(hr)
     g = Geometry.load(geometry)
     lr = simulate(vol.data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.target_spacing_mm)
     if lr.shape != tuple(g.shape):
@@ -116,7 +111,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
             pairs += self_pairs(g.normalize(lr.data), g.slice_axis, g.factor, slice_model,
                                 g.thickness_mm, g.spacing_mm, g.in_plane_mm)
         if source in ("vae", "supervised", "both"):
-            hr = _load(targets[i])
+            hr = read_nifti(targets[i])
             pairs += synthetic_pairs(g.normalize(hr.data), g.slice_axis, g.factor, slice_model,
                                      g.thickness_mm, g.target_spacing_mm)
     return pairs

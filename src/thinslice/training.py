@@ -64,6 +64,17 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def config_from_dict(cls, settings: dict, section: str):
+    """A settings dataclass from a dict; unknown keys are an error naming `section`."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ThinsliceError(f"{section}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    return cls(**settings)
+
+
 class LossLog:
     """Append-only CSV of training losses: step, then one column per named loss."""
 

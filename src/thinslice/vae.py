@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ThinsliceError
-from .training import (LossLog, configure_device, load_checkpoint, rng_state, save_checkpoint,
+from .training import (LossLog, config_from_dict, configure_device, load_checkpoint, rng_state, save_checkpoint,
                        seed_everything, select_device, set_rng_state)
 
 KIND = "thinslice-vae"
@@ -78,11 +78,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ThinsliceError(f"unknown vae config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "vae")
 
 
 # --------------------------------------------------------------------------- network
