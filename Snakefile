@@ -14,6 +14,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/interpolate.smk"
 include: "workflow/rules/vae.smk"
 include: "workflow/rules/sr.smk"
+include: "workflow/rules/peer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 

@@ -251,14 +251,14 @@ def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.Compl
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def simulated_project(folder: Path, anatomical_path: Path, methods: str) -> None:
+def simulated_project(folder: Path, anatomical_path: Path, methods: str, extra: str = "") -> None:
     img = nib.load(anatomical_path)
     (folder / "data").mkdir()
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), folder / "data" / "gt.nii.gz")
     (folder / "samples.tsv").write_text("subject\tpath\nt1\tdata/gt.nii.gz\n")
     (folder / "bench.yaml").write_text(
         f"run: tiny\nsamples: samples.tsv\nmethods: [{methods}]\n"
-        f"simulate:\n  enabled: true\n  axis: 2\n  factor: {R}\n  fwhm_mm: {2.0 * R}\n")
+        f"simulate:\n  enabled: true\n  axis: 2\n  factor: {R}\n  fwhm_mm: {2.0 * R}\n{extra}")
 
 
 @pytest.mark.workflow
@@ -278,9 +278,11 @@ def test_learned_methods_add_the_pipeline_and_training_figures(tmp_path, anatomi
 
 @pytest.mark.workflow
 def test_figures_target_and_report(tmp_path, anatomical_path):
-    simulated_project(tmp_path, anatomical_path, "linear, cubic")
+    # eclare is asked for but not installed: skipped, with a line in the log and the report
+    simulated_project(tmp_path, anatomical_path, "linear, cubic, eclare", "eclare:\n  command: no-such-run-eclare\n")
     done = snakemake(tmp_path, "--cores", "2", "figures", "--configfile", "bench.yaml")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "method eclare skipped: 'no-such-run-eclare' not found" in done.stdout + done.stderr
     out = tmp_path / "results" / "tiny"
     names = ["reformats", "errors", "profile", "metrics"]
     for name in names:
@@ -296,6 +298,8 @@ def test_figures_target_and_report(tmp_path, anatomical_path):
     for name in names:
         assert f"filename={name}.png;base64," in html, name  # embedded: the report is one file
     assert "filename=metrics.csv;base64," in html
+    assert "Skipped methods" in html and "no-such-run-eclare" in html
+    assert not (out / "eclare").exists()
     for caption in ("Through-plane reformats", "Absolute error against the ground truth",
                     "Intensity profile along the slice axis", "Scores per method"):
         assert caption in html

@@ -81,10 +81,16 @@ def simulated_project(tmp_path_factory, anatomical_path):
     img = nib.load(anatomical_path)
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), d / "data" / "gt.nii.gz")
     _write_sheet(d / "samples.tsv", ["subject", "path"], [["t1", "data/gt.nii.gz"]])
+    fake_eclare = d / "run-eclare"  # ECLARE's command line and output grid; linear interpolation inside
+    fake_eclare.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests/tools/fake_run_eclare.py'} \"$@\"\n")
+    fake_eclare.chmod(0o755)
     _write_config(d / "bench.yaml", f"""
 run: tiny
 samples: samples.tsv
-methods: [linear, cubic]
+methods: [linear, cubic, eclare]
+eclare:
+  command: {fake_eclare}
+  n_patches: 64
 simulate:
   enabled: true
   axis: 2
@@ -100,7 +106,7 @@ simulate:
 def test_simulated_metrics_cubic_beats_linear(simulated_project):
     out = simulated_project / "results" / "tiny"
     rows = _read_metrics(out / "metrics.csv")
-    assert set(rows) == {("t1", "linear"), ("t1", "cubic")}
+    assert set(rows) == {("t1", "linear"), ("t1", "cubic"), ("t1", "eclare")}
     lin, cub = rows[("t1", "linear")], rows[("t1", "cubic")]
     for row in (lin, cub):
         assert 15 < float(row["psnr"]) < 60
@@ -110,6 +116,18 @@ def test_simulated_metrics_cubic_beats_linear(simulated_project):
     assert float(cub["ssim"]) > float(lin["ssim"])
     md = (out / "metrics_summary.md").read_text()
     assert "| linear | 1 |" in md and "| cubic | 1 |" in md
+
+
+def test_eclare_peer_joins_the_table(simulated_project):
+    """The stand-in ECLARE interpolates linearly on sub-slices that include ours (r = 3 is odd),
+    so brought onto our grid it must score as linear does: a wrong grid would cost decibels."""
+    out = simulated_project / "results" / "tiny"
+    rows = _read_metrics(out / "metrics.csv")
+    assert abs(float(rows[("t1", "eclare")]["psnr"]) - float(rows[("t1", "linear")]["psnr"])) < 0.05
+    assert nib.load(out / "eclare" / "t1.nii.gz").shape == nib.load(out / "linear" / "t1.nii.gz").shape
+    log = (simulated_project / "logs" / "tiny" / "eclare" / "t1.log").read_text()
+    assert "--relative-slice-thickness 3" in log and "--n-patches 64" in log  # 6 mm FWHM / 2 mm in-plane
+    assert (out / "benchmarks" / "eclare" / "t1.tsv").exists()
 
 
 def test_simulated_output_grid_follows_the_convention(simulated_project):

@@ -58,7 +58,7 @@ def _evaluate(a):
 def _collect(a):
     from .evaluate import collect
 
-    collect(a.rows, a.out, a.summary_csv, a.summary_md)
+    collect(a.rows, a.out, a.summary_csv, a.summary_md, skipped=a.skipped or [])
 
 
 def _figure(a):
@@ -128,6 +128,13 @@ def _infer(a):
               device=a.device, slice_axis=a.slice_axis)
     print(f"{a.input} -> {a.output}: x{g.factor} along axis {g.slice_axis}, "
           f"{g.spacing_mm:.4g} mm -> {g.target_spacing_mm:.4g} mm")
+
+
+def _eclare(a):
+    from .peer import run_eclare
+
+    run_eclare(a.image, a.geometry, a.out, command=a.command, slice_model=a.slice_model, n_patches=a.n_patches,
+               batch_size=a.batch_size, device=a.device, threads=a.threads or 1)
 
 
 def _bench_table(a):
@@ -205,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--summary-csv", required=True)
     s.add_argument("--summary-md", required=True)
+    s.add_argument("--skipped", action="append", help="'METHOD: why' of a method that did not run (repeatable)")
     s.set_defaults(func=_collect)
 
     s = sub.add_parser("figure", help="a figure of a run: reformats, errors, profile, pipeline, metrics, training")
@@ -279,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     _threads_option(s)
     s.set_defaults(func=_infer)
+
+    s = sub.add_parser("eclare", help="the ECLARE peer method on a prepared scan (runs the separate run-eclare)")
+    s.add_argument("--image", required=True, help="prepared LR volume (input/<subject>.nii.gz)")
+    s.add_argument("--geometry", required=True, help="its geometry record")
+    s.add_argument("--out", required=True, help="output NIfTI on the output grid")
+    s.add_argument("--command", default="run-eclare", help="ECLARE's command (default: run-eclare on PATH)")
+    s.add_argument("--slice-model", choices=["gaussian", "box", "skip"], default="gaussian")
+    s.add_argument("--n-patches", type=int, default=1_000_000, help="training patches (ECLARE's default)")
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--device", default="auto")
+    _threads_option(s)
+    s.set_defaults(func=_eclare)
 
     s = sub.add_parser("bench-table", help="print the benchmark table of finished runs")
     s.add_argument("runs", nargs="+", help="run folders, e.g. results/ch2-z4")

@@ -40,8 +40,10 @@ def write_row(row: dict, path: str | Path) -> None:
         Path(tmp).write_text(json.dumps(row, indent=2) + "\n")
 
 
-def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path, summary_md: str | Path) -> list[dict]:
-    """metrics.csv (one row per subject and method) and a per-method summary (mean, sd)."""
+def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path, summary_md: str | Path,
+            skipped: list[str] = ()) -> list[dict]:
+    """metrics.csv (one row per subject and method) and a per-method summary (mean, sd);
+    `skipped` ("method: why" lines) are noted under the Markdown summary."""
     table = [json.loads(Path(p).read_text()) for p in rows]
     table.sort(key=lambda r: (r["subject"], r["method"]))
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
@@ -71,6 +73,8 @@ def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path
     for e in summary:
         cells = [_pm(e[f"{k}_mean"], e[f"{k}_sd"], k) for k in metrics]
         lines.append(f"| {e['method']} | {e['n']} | " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", "Skipped methods:"] + [f"- {line}" for line in skipped]
     with atomic_path(summary_md) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     return table

@@ -5,8 +5,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 
@@ -86,8 +88,30 @@ SIMULATE = config["simulate"]["enabled"]
 if "sr_supervised" in config["methods"] and not (SIMULATE or all("truth" in r for r in SAMPLES.values())):
     raise ValueError("config key 'methods': sr_supervised trains on ground truths; every subject needs one "
                      "(simulate mode or a 'truth' column), or remove sr_supervised")
-INTERPOLATIONS = [m for m in config["methods"] if m in ("linear", "cubic")]
-METHODS = config["methods"]
+
+
+def eclare_missing():
+    """Why the ECLARE peer cannot run here, or None when it can: its command is on PATH (or a
+    path), or --sdm conda installs it from envs/eclare.yaml."""
+    from snakemake.settings.types import DeploymentMethod
+
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return None
+    command = config["eclare"]["command"]
+    if shutil.which(command):
+        return None
+    return (f"'{command}' not found; install ECLARE in its own environment (pip install eclare), put "
+            f"run-eclare on PATH or set eclare.command, or run with --sdm conda")
+
+
+# Optional methods whose tools are absent are dropped, with a note in the log and the report.
+SKIPPED = {}
+if "eclare" in config["methods"] and (why := eclare_missing()):
+    SKIPPED["eclare"] = why
+    logger.warning(f"thinslice: method eclare skipped: {why}")
+METHODS = [m for m in config["methods"] if m not in SKIPPED]
+if not METHODS:
+    raise ValueError("config key 'methods': every method was skipped; " + "; ".join(SKIPPED.values()))
 
 
 def has_truth(subject):

@@ -35,6 +35,9 @@ rule collect_metrics:
         table=report(f"{OUT}/metrics.csv", caption="../report/metrics.rst", category="Metrics"),
         summary=report(f"{OUT}/metrics_summary.csv", caption="../report/metrics_summary.rst", category="Metrics"),
         markdown=f"{OUT}/metrics_summary.md",
+    params:
+        skipped=[f"{m}: {why}" for m, why in SKIPPED.items()],
+        skipped_options=" ".join(f"--skipped {shlex.quote(f'{m}: {why}')}" for m, why in SKIPPED.items()),
     log:
         f"{LOGS}/collect_metrics.log",
     benchmark:
@@ -47,4 +50,4 @@ rule collect_metrics:
         runtime=10,
     shell:
         "python -m thinslice collect {input} --out {output.table} --summary-csv {output.summary}"
-        " --summary-md {output.markdown} > {log} 2>&1"
+        " --summary-md {output.markdown} {params.skipped_options} > {log} 2>&1"
