@@ -49,10 +49,10 @@ class SRConfig:
     channels: int = 32              # feature channels of every hidden convolution
     depth: int = 4                  # residual blocks (2 convolutions each) between the input and output convolutions
     unshuffle: bool = True          # process groups of r output samples along the degraded axis as channels (r x cheaper, knows the real slices)
-    patch_size: int = 64            # training patch side in output-grid voxels (rounded up to a multiple of r)
-    batch_size: int = 16            # patches per training step
-    steps: int = 4000               # optimiser steps
-    learning_rate: float = 1e-3     # Adam learning rate at the start, cosine-decayed to 0 over `steps`
+    patch_size: int = 24            # training patch side in output-grid voxels (rounded up to a multiple of r)
+    batch_size: int = 64            # patches per training step
+    steps: int = 6000               # optimiser steps
+    learning_rate: float = 2e-3     # Adam learning rate at the start, cosine-decayed to 0 over `steps`
     gradient_loss_weight: float = 0.0  # weight of the L1 loss on finite differences (0 = off); the main loss is L1
     foreground_fraction: float = 0.9   # share of patches centred on a foreground voxel (target above the threshold)
     foreground_threshold: float = 0.1  # foreground: target > min + this x (99th percentile - min), per pair
