@@ -37,3 +37,13 @@ def test_stages_of_every_method():
     assert method_stages("sr_self") == (["train_sr/self.tsv"], ["infer/sr_self/*.tsv"])
     assert "train_vae.tsv" in method_stages("sr_vae")[0] and "train_vae.tsv" in method_stages("sr_both")[0]
     assert method_stages("linear") == ([], ["interpolate/linear/*.tsv"])
+
+
+def test_rows_follow_the_reading_order_not_the_alphabet(tmp_path):
+    run = tmp_path / "ch2-z6"
+    run.mkdir()
+    (run / "metrics.csv").write_text(
+        "subject,method,psnr,ssim,ssim_fg,sharpness,real_slice_error\n"
+        "a,cubic,30,0.9,0.8,0.1,0\na,eclare,31,0.9,0.8,0.1,0\na,linear,29,0.9,0.8,0.1,0\n"
+        "a,my_method,31,0.9,0.8,0.1,0\na,sr_self,33,0.97,0.9,0.2,0.1\na,sr_vae,32,0.97,0.9,0.2,0.1\n")
+    assert [r["method"] for r in run_table(run)] == ["linear", "cubic", "sr_vae", "sr_self", "eclare", "my_method"]

@@ -11,6 +11,9 @@ import csv
 import math
 from pathlib import Path
 
+# Reading order of the table: baselines, stage 1, the SR pair sources, the upper bound, the peer.
+METHOD_ORDER = ["linear", "cubic", "vae", "sr_vae", "sr_self", "sr_both", "sr_supervised", "eclare"]
+
 
 def method_stages(method: str) -> tuple[list[str], list[str]]:
     """(training, inference) benchmark-file patterns of a method, relative to benchmarks/."""
@@ -55,7 +58,8 @@ def run_table(run_dir: str | Path) -> list[dict]:
     with (run_dir / "metrics.csv").open() as f:
         metrics = list(csv.DictReader(f))
     rows = []
-    for method in dict.fromkeys(m["method"] for m in metrics):
+    methods = dict.fromkeys(m["method"] for m in metrics)
+    for method in sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)):
         sel = [m for m in metrics if m["method"] == method]
         train, infer = method_stages(method)
         t_train, m_train = _cost(run_dir / "benchmarks", train)
