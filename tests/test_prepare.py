@@ -209,9 +209,10 @@ def test_collect_writes_the_table_and_summary(tmp_path):
         assert reader.fieldnames == ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness",
                                      "real_slice_error"]
         table = list(reader)
-    assert [(r["subject"], r["method"]) for r in table] == [("a", "cubic"), ("a", "linear"), ("b", "linear")]
-    assert float(table[1]["psnr"]) == 30.0 and float(table[2]["ssim"]) == 0.9
-    assert table[0]["psnr"] == ""  # NaN (no truth) is an empty cell
+    # grouped by subject, methods in the order given (the config's order in the workflow)
+    assert [(r["subject"], r["method"]) for r in table] == [("a", "linear"), ("a", "cubic"), ("b", "linear")]
+    assert float(table[0]["psnr"]) == 30.0 and float(table[2]["ssim"]) == 0.9
+    assert table[1]["psnr"] == ""  # NaN (no truth) is an empty cell
     with open(out / "summary.csv", newline="") as f:
         summary = {r["method"]: r for r in csv.DictReader(f)}
     assert summary["linear"]["n"] == "2"
@@ -222,7 +223,7 @@ def test_collect_writes_the_table_and_summary(tmp_path):
     assert md[0] == "| method | n | psnr | ssim | ssim_fg | sharpness | real_slice_error |"
     assert md[1].startswith("|---|---|")
     lines = {line.split("|")[1].strip(): line for line in md[2:]}
-    assert set(lines) == {"linear", "cubic"}
+    assert list(lines) == ["linear", "cubic"]
     assert "| 2 | 29.00 ± 1.41 | 0.9100 ± 0.0141 |" in lines["linear"]
     assert "| 1 | – |" in lines["cubic"]  # no PSNR without a truth
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.csv", "summary.md"]

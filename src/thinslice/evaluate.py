@@ -45,7 +45,7 @@ def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path
     """metrics.csv (one row per subject and method) and a per-method summary (mean, sd);
     `skipped` ("method: why" lines) are noted under the Markdown summary."""
     table = [json.loads(Path(p).read_text()) for p in rows]
-    table.sort(key=lambda r: (r["subject"], r["method"]))
+    table.sort(key=lambda r: r["subject"])  # stable: methods keep the order they are given in
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
         w.writeheader()
