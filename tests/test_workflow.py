@@ -254,6 +254,20 @@ def test_lint_is_clean(configfile):
     assert "Congratulations" in text
 
 
+@pytest.mark.parametrize("configfile, vae_steps, sr_steps", [(None, 1000, 1500), ("config/ch2-z4.yaml", 2000, 6000)])
+def test_a_configfile_does_not_inherit_the_demo_settings(configfile, vae_steps, sr_steps):
+    """Without --configfile the demo's short training; with one, its keys and the schema's defaults."""
+    args = ["-n", "-p", "--forcerun", "train_vae", "train_sr"] + (["--configfile", configfile] if configfile else [])
+    done = snakemake(None, *args, timeout=120)
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text[-3000:]
+    vae = [line for line in text.splitlines() if "thinslice train-vae" in line]
+    sr = [line for line in text.splitlines() if "thinslice train-sr" in line]
+    assert vae and sr, text[-3000:]
+    assert all(f'"steps": {vae_steps}' in line for line in vae)
+    assert all(f'"steps": {sr_steps}' in line for line in sr)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad configuration: fails before any job runs, naming the key
 
