@@ -258,3 +258,19 @@ def test_self_supervised_sr_beats_interpolation_on_a_real_volume(anatomical, tmp
     assert got > linear + 0.5 and got > cubic + 0.3, (got, linear, cubic)
     rows = (tmp_path / "l.csv").read_text().splitlines()
     assert rows[0] == "step,loss,l1,gradient,lr" and len(rows) == 1 + 200 // config.log_every
+
+
+def test_a_checkpoint_of_other_training_data_is_not_resumed(tmp_path, capfd):
+    """The workflow reruns train_sr when its inputs change (e.g. a new VAE): the finished
+    checkpoint of the old pairs must not be returned as the new model."""
+    config = sr.SRConfig(channels=8, depth=1, patch_size=12, batch_size=2, steps=4, checkpoint_every=2)
+    old = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
+    new = synthetic_pairs(_phantom((20, 20, 21)) ** 2, 2, 4, "gaussian", 4.0, 1.0)
+    sr.train_sr(old, config, tmp_path / "c", tmp_path / "a.csv", device="cpu", progress=False)
+    fresh = sr.train_sr(new, config, tmp_path / "fresh", tmp_path / "f.csv", device="cpu", progress=False)
+    capfd.readouterr()
+    rerun = sr.train_sr(new, config, tmp_path / "c", tmp_path / "b.csv", device="cpu", progress=False)
+    assert "other training data; training starts over" in capfd.readouterr().err
+    for (name, a), (_, b) in zip(fresh.state_dict().items(), rerun.state_dict().items()):
+        assert torch.equal(a, b), name  # trained from scratch on the new pairs, like a fresh run
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "f.csv").read_text()

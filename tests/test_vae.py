@@ -186,6 +186,17 @@ def test_resume_reproduces_uninterrupted_run(t1, tmp_path):
                   device="cpu", progress=False)
 
 
+def test_a_checkpoint_of_other_volumes_is_not_resumed(t1, tmp_path, capfd):
+    cfg = replace(TINY, steps=4, checkpoint_every=2)
+    train_vae([t1], cfg, tmp_path / "c.pt", tmp_path / "a.csv", device="cpu", progress=False)
+    fresh = train_vae([t1[::-1].copy()], cfg, tmp_path / "f.pt", tmp_path / "f.csv", device="cpu", progress=False)
+    capfd.readouterr()
+    rerun = train_vae([t1[::-1].copy()], cfg, tmp_path / "c.pt", tmp_path / "b.csv", device="cpu", progress=False)
+    assert "other training data; training starts over" in capfd.readouterr().err
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, rerun.state_dict()[k]), k
+
+
 def test_same_config_same_weights(t1, tmp_path):
     cfg = replace(TINY, steps=6)
     m1 = train_vae([t1], cfg, tmp_path / "a.pt", tmp_path / "a.csv", device="cpu", progress=False)

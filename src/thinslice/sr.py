@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from .errors import ThinsliceError
-from .training import (LossLog, config_from_dict, configure_device, load_checkpoint, rng_state, save_checkpoint,
-                       seed_everything, select_device, set_rng_state)
+from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_resumable,
+                       rng_state, save_checkpoint, seed_everything, select_device, set_rng_state)
 
 MODEL_KIND = "thinslice-sr"
 MODEL_VERSION = 1
@@ -294,12 +294,14 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
     dev = select_device(device)
     configure_device(dev)
     meta = dict(meta or {})
+    pairs = list(pairs)
     seed_everything(config.seed)
     sampler = PatchSampler(pairs, config, meta.get("factor"))
     model = build_model(config, sampler.factor).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     start = 0
-    state = load_checkpoint(checkpoint)
+    fingerprint = data_fingerprint(*[item for pair in pairs for item in pair])
+    state = load_resumable(checkpoint, fingerprint)
     if state is not None:
         saved = state.get("config", {})
         differ = [k for k in _ARCH_FIELDS if saved.get(k) != getattr(config, k)]
@@ -320,7 +322,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
 
     def save(step: int) -> None:
         save_checkpoint(checkpoint, {
-            "kind": "thinslice-sr-checkpoint", "step": step, "config": asdict(config),
+            "kind": "thinslice-sr-checkpoint", "step": step, "config": asdict(config), "data": fingerprint,
             "factor": sampler.factor, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "sampler": sampler.state, "rng": rng_state(), "log_sums": sums.tolist(), "log_count": count,
             "meta": _plain(meta)})

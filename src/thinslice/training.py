@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,32 @@ def load_checkpoint(path: str | Path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise ThinsliceError(f"{path}: checkpoint cannot be read ({exc}); delete it to start over") from None
+
+
+def data_fingerprint(*items) -> str:
+    """A digest of the training data (arrays by shape, dtype and bytes; other items by repr)."""
+    h = hashlib.blake2b(digest_size=16)
+    for item in items:
+        if isinstance(item, np.ndarray):
+            a = np.ascontiguousarray(item)
+            h.update(f"{a.shape}{a.dtype}".encode())
+            h.update(memoryview(a).cast("B"))
+        else:
+            h.update(repr(item).encode())
+    return h.hexdigest()
+
+
+def load_resumable(path: str | Path, fingerprint: str) -> dict | None:
+    """The checkpoint at `path` when it was made on the same training data, else None.
+
+    A checkpoint of other data (the workflow reruns a training because its inputs changed)
+    is not resumed: training starts over, and says so.
+    """
+    state = load_checkpoint(path)
+    if state is not None and state.get("data") != fingerprint:
+        print(f"{path}: checkpoint made on other training data; training starts over", file=sys.stderr)
+        return None
+    return state
 
 
 def rng_state() -> dict:

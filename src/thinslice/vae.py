@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ThinsliceError
-from .training import (LossLog, config_from_dict, configure_device, load_checkpoint, rng_state, save_checkpoint,
-                       seed_everything, select_device, set_rng_state)
+from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_checkpoint, load_resumable,
+                       rng_state, save_checkpoint, seed_everything, select_device, set_rng_state)
 
 KIND = "thinslice-vae"
 RECON_LOSSES = ("l1", "l2")
@@ -281,7 +281,8 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
 
     step = 0
-    state = load_checkpoint(checkpoint)
+    fingerprint = data_fingerprint(*volumes)
+    state = load_resumable(checkpoint, fingerprint)
     if state is not None:
         if state.get("kind") != KIND:
             raise ThinsliceError(f"{checkpoint}: not a thinslice VAE checkpoint; delete it or choose another path")
@@ -305,7 +306,7 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
             return ema.eval()
 
     def save() -> None:
-        payload = {"kind": KIND, "config": asdict(config), "step": step,
+        payload = {"kind": KIND, "config": asdict(config), "step": step, "data": fingerprint,
                    "model": ema.state_dict(), "training_model": model.state_dict(),
                    "optimizer": opt.state_dict(),
                    "sampler": sampler.get_state(), "noise": noise_gen.get_state(),
