@@ -3,6 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= all
+# extra snakemake options for demo and bench, e.g. SNAKEMAKE_FLAGS="--sdm conda" (brings the ECLARE peer)
+SNAKEMAKE_FLAGS ?=
 
 .PHONY: env demo test bench lint clean
 
@@ -15,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: env
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) --configfile config/config.yaml
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) $(SNAKEMAKE_FLAGS) --configfile config/config.yaml
 
 test: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH python -m pytest -q
@@ -24,7 +26,7 @@ BENCH_RUNS ?= ch2-z4 ch2-z2 ch2-z6
 
 bench: env
 	for run in $(BENCH_RUNS); do \
-	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) --configfile config/$$run.yaml || exit 1; \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) $(SNAKEMAKE_FLAGS) --configfile config/$$run.yaml || exit 1; \
 	done
 	$(PY) -m thinslice bench-table $(addprefix results/,$(BENCH_RUNS)) --out results/bench.md
 
