@@ -100,8 +100,8 @@ def eclare_missing():
     command = config["eclare"]["command"]
     if shutil.which(command):
         return None
-    return (f"'{command}' not found; install ECLARE in its own environment (pip install eclare), put "
-            f"run-eclare on PATH or set eclare.command, or run with --sdm conda")
+    return (f"'{command}' not found; install ECLARE in its own environment (pip install eclare) and set "
+            f"eclare.command to its run-eclare, or run with --sdm conda")
 
 
 # Optional methods whose tools are absent are dropped, with a note in the log and the report.
