@@ -232,13 +232,21 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch)
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
-def test_resume_refuses_a_checkpoint_of_another_network(tmp_path):
+def test_a_checkpoint_of_other_settings_starts_over(tmp_path, capfd):
+    """A config change reruns train_sr in the workflow: it trains anew instead of failing."""
     pairs = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
     config = sr.SRConfig(channels=8, depth=1, patch_size=12, batch_size=2, steps=1)
     sr.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
-    with pytest.raises(ThinsliceError, match="channels"):
-        sr.train_sr(pairs, sr.SRConfig(channels=4, depth=1, patch_size=12, batch_size=2, steps=2),
-                    tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    other = sr.SRConfig(channels=4, depth=1, patch_size=12, batch_size=2, steps=2)
+    capfd.readouterr()
+    rerun = sr.train_sr(pairs, other, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    assert "other settings (channels, steps); training starts over" in capfd.readouterr().err
+    fresh = sr.train_sr(pairs, other, tmp_path / "f", tmp_path / "f.csv", device="cpu", progress=False)
+    for (name, a), (_, b) in zip(fresh.state_dict().items(), rerun.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ThinsliceError, match="not a thinslice-sr-checkpoint"):
+        torch.save({"kind": "something-else"}, tmp_path / "x")
+        sr.train_sr(pairs, other, tmp_path / "x", tmp_path / "x.csv", device="cpu", progress=False)
 
 
 def test_self_supervised_sr_beats_interpolation_on_a_real_volume(anatomical, tmp_path):

@@ -180,10 +180,16 @@ def test_resume_reproduces_uninterrupted_run(t1, tmp_path):
     again = train_vae([t1], cfg, tmp_path / "split.pt", tmp_path / "split.csv", device="cpu", progress=False)
     for k in a:
         assert torch.equal(a[k], again.state_dict()[k]), k
-    # another config: a clear error that says to delete the file
-    with pytest.raises(ThinsliceError, match="delete"):
-        train_vae([t1], replace(cfg, beta=0.5), tmp_path / "split.pt", tmp_path / "x.csv",
-                  device="cpu", progress=False)
+    # another config (what a workflow rerun after a config change sees): training starts over
+    other = replace(cfg, beta=0.5, steps=4)
+    rerun = train_vae([t1], other, tmp_path / "split.pt", tmp_path / "x.csv", device="cpu", progress=False)
+    fresh = train_vae([t1], other, tmp_path / "fresh.pt", tmp_path / "y.csv", device="cpu", progress=False)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, rerun.state_dict()[k]), k
+    # a file that is no VAE checkpoint: an error, not an overwrite
+    torch.save({"kind": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ThinsliceError, match="not a thinslice-vae checkpoint"):
+        train_vae([t1], cfg, tmp_path / "other.pt", tmp_path / "z.csv", device="cpu", progress=False)
 
 
 def test_a_checkpoint_of_other_volumes_is_not_resumed(t1, tmp_path, capfd):

@@ -37,8 +37,10 @@ from .training import (LossLog, config_from_dict, configure_device, data_fingerp
 MODEL_KIND = "thinslice-sr"
 MODEL_VERSION = 1
 ARCHITECTURES = ("2d", "3d")
-# Config fields that define the network's weights: a checkpoint must agree on them to resume.
-_ARCH_FIELDS = ("architecture", "channels", "depth", "unshuffle")
+CHECKPOINT_KIND = "thinslice-sr-checkpoint"
+# Settings a checkpoint may differ in and still be resumed (`steps` may not: the learning
+# rate is cosine-decayed over it).
+RESUMABLE_FIELDS = ("checkpoint_every", "log_every")
 
 
 @dataclass
@@ -301,14 +303,8 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     start = 0
     fingerprint = data_fingerprint(*[item for pair in pairs for item in pair])
-    state = load_resumable(checkpoint, fingerprint)
+    state = load_resumable(checkpoint, CHECKPOINT_KIND, fingerprint, asdict(config), RESUMABLE_FIELDS)
     if state is not None:
-        saved = state.get("config", {})
-        differ = [k for k in _ARCH_FIELDS if saved.get(k) != getattr(config, k)]
-        if state.get("kind") != "thinslice-sr-checkpoint" or differ or state.get("factor") != sampler.factor:
-            raise ThinsliceError(
-                f"{checkpoint}: checkpoint of another network ({', '.join(differ) or 'kind/factor'} differ); "
-                f"delete it to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sampler.state = state["sampler"]
@@ -322,7 +318,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
 
     def save(step: int) -> None:
         save_checkpoint(checkpoint, {
-            "kind": "thinslice-sr-checkpoint", "step": step, "config": asdict(config), "data": fingerprint,
+            "kind": CHECKPOINT_KIND, "step": step, "config": asdict(config), "data": fingerprint,
             "factor": sampler.factor, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "sampler": sampler.state, "rng": rng_state(), "log_sums": sums.tolist(), "log_count": count,
             "meta": _plain(meta)})

@@ -67,15 +67,25 @@ def data_fingerprint(*items) -> str:
     return h.hexdigest()
 
 
-def load_resumable(path: str | Path, fingerprint: str) -> dict | None:
-    """The checkpoint at `path` when it was made on the same training data, else None.
+def load_resumable(path: str | Path, kind: str, fingerprint: str, config: dict,
+                   resumable: tuple[str, ...] = ()) -> dict | None:
+    """The checkpoint at `path` when it continues this training, else None.
 
-    A checkpoint of other data (the workflow reruns a training because its inputs changed)
-    is not resumed: training starts over, and says so.
+    It continues this training when it was made on the same data (`fingerprint`) with the
+    same settings (`config`, except the `resumable` keys). Otherwise the workflow reran the
+    training because its inputs or settings changed: training starts over, and says so.
     """
     state = load_checkpoint(path)
-    if state is not None and state.get("data") != fingerprint:
-        print(f"{path}: checkpoint made on other training data; training starts over", file=sys.stderr)
+    if state is None:
+        return None
+    if state.get("kind") != kind:
+        raise ThinsliceError(f"{path}: not a {kind} checkpoint; delete it or choose another path")
+    saved = state.get("config", {})
+    differ = sorted(k for k in set(saved) | set(config) if k not in resumable and saved.get(k) != config.get(k))
+    why = ("other training data" if state.get("data") != fingerprint
+           else f"other settings ({', '.join(differ)})" if differ else None)
+    if why:
+        print(f"{path}: checkpoint made with {why}; training starts over", file=sys.stderr)
         return None
     return state
 

@@ -242,12 +242,6 @@ def _amp(device: torch.device) -> tuple[bool, torch.dtype | None]:
     return True, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
-def _config_mismatch(saved: dict, config: VAEConfig) -> list[str]:
-    now = asdict(config)
-    return sorted(k for k in set(saved) | set(now)
-                  if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k))
-
-
 def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Path,
               loss_csv: str | Path, device: str = "auto", progress: bool = True) -> SliceVAE:
     """Train the stage-1 VAE on random crops of the slices of `volumes`; returns it in eval mode.
@@ -282,14 +276,8 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
 
     step = 0
     fingerprint = data_fingerprint(*volumes)
-    state = load_resumable(checkpoint, fingerprint)
+    state = load_resumable(checkpoint, KIND, fingerprint, asdict(config), RESUMABLE_FIELDS)
     if state is not None:
-        if state.get("kind") != KIND:
-            raise ThinsliceError(f"{checkpoint}: not a thinslice VAE checkpoint; delete it or choose another path")
-        diff = _config_mismatch(state["config"], config)
-        if diff:
-            raise ThinsliceError(f"{checkpoint}: checkpoint was trained with another VAE config "
-                                 f"(differs in {', '.join(diff)}); delete it to start over")
         model.load_state_dict(state["training_model"])
         ema.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
