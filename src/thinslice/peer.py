@@ -51,12 +51,13 @@ def run_eclare(image: str, geometry: str, out: str, command: str = "run-eclare",
     if slice_model not in PROFILES:
         raise ThinsliceError(f"eclare: slice model '{slice_model}' has no ECLARE slice profile; "
                              f"use one of {', '.join(PROFILES)}")
-    zooms = np.linalg.norm(lr.affine[:3, :3], axis=0)
-    if int(np.argmax(zooms)) != g.slice_axis:
-        raise ThinsliceError(f"eclare: {image}: ECLARE takes the axis of largest voxel size ({int(np.argmax(zooms))}) "
+    coarsest = int(np.argmax(lr.spacing))
+    if coarsest != g.slice_axis:
+        raise ThinsliceError(f"eclare: {image}: ECLARE takes the axis of largest voxel size ({coarsest}) "
                              f"as the slice axis, but the slice axis is {g.slice_axis}")
     relative_thickness = g.thickness_mm / min(g.in_plane_mm)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # ECLARE's scratch folder goes beside the output
     with tempfile.TemporaryDirectory(prefix=".eclare-", dir=Path(out).parent) as work:
         argv = eclare_argv(command, Path(image).resolve(), work, relative_thickness, PROFILES[slice_model],
                            n_patches, batch_size, gpu_id(device))
