@@ -58,7 +58,7 @@ def _evaluate(a):
 def _collect(a):
     from .evaluate import collect
 
-    collect(a.rows, a.out, a.summary_csv, a.summary_md, skipped=a.skipped or [])
+    collect(a.rows, a.out, a.summary_csv, a.summary_md, skipped=a.skipped)
 
 
 def _figure(a):
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--summary-csv", required=True)
     s.add_argument("--summary-md", required=True)
-    s.add_argument("--skipped", action="append", help="'METHOD: why' of a method that did not run (repeatable)")
+    s.add_argument("--skipped", nargs="*", default=[], help="'METHOD: why' of each method that did not run")
     s.set_defaults(func=_collect)
 
     s = sub.add_parser("figure", help="a figure of a run: reformats, errors, profile, pipeline, metrics, training")

@@ -17,7 +17,6 @@ from .metrics import compare, real_slice_error, through_plane_sharpness
 COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "real_slice_error"]
 
 
-
 def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str | Path,
              subject: str, method: str, truth: str | Path | None = None) -> dict:
     """Metrics of one output: PSNR/SSIM against the truth when there is one; always the

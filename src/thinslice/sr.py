@@ -511,7 +511,7 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
     the output is accumulated on the CPU. "2d" nets run over both through-plane
     orientations (slice axis with each other axis) and average them.
     flip_average: also apply the net to the volume flipped along every axis and average
-    (a self-ensemble: twice the time; +0.1 dB on ch2-z4).
+    (a self-ensemble: twice the time).
     Returns float32 of the input's shape.
     """
     if slice_axis not in (0, 1, 2):

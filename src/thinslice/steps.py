@@ -25,7 +25,6 @@ from .volume import Volume
 FIT_TOLERANCE = 0.02
 
 
-
 def _options(text: str | None) -> dict:
     if not text:
         return {}

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +105,6 @@ def set_rng_state(state: dict) -> None:
 
 def config_from_dict(cls, settings: dict, section: str):
     """A settings dataclass from a dict; unknown keys are an error naming `section`."""
-    from dataclasses import fields
-
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(settings) - known)
     if unknown:
