@@ -5,9 +5,6 @@ ground truth; the anatomical orientation of the views; the figure rules and the 
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -15,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import oblique_affine
+from conftest import job_stats, oblique_affine, snakemake
 from thinslice import figures
 from thinslice.cli import main
 from thinslice.degrade import degrade
@@ -25,7 +22,6 @@ from thinslice.interpolate import upsample
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 R = 3  # 25 slices of the T1 = (9 - 1) * 3 + 1: the output grid coincides with the truth
-REPO = Path(__file__).resolve().parents[1]
 
 
 def assert_png(path: Path, min_side: int = 200) -> None:
@@ -242,15 +238,6 @@ def test_scene_planes_contain_the_slice_axis(subject):
 # the workflow: figure rules and the report on a tiny simulated project
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    bindir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
-    exe = [str(bindir / "snakemake")] if (bindir / "snakemake").exists() else [sys.executable, "-m", "snakemake"]
-    return subprocess.run([*exe, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def simulated_project(folder: Path, anatomical_path: Path, methods: str, extra: str = "") -> None:
     img = nib.load(anatomical_path)
     (folder / "data").mkdir()
@@ -268,8 +255,7 @@ def test_learned_methods_add_the_pipeline_and_training_figures(tmp_path, anatomi
     simulated_project(tmp_path, anatomical_path, "linear, cubic, vae, sr_vae, sr_self")
     done = snakemake(tmp_path, "-n", "figures", "--configfile", "bench.yaml")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    stats = (done.stdout + done.stderr).split("Job stats:")[1].split("total")[0]
-    jobs = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()[3:] if line.strip()}
+    jobs = job_stats(done.stdout + done.stderr)
     for rule in ("figure_pipeline", "figure_training", "figure_reformats", "figure_errors", "figure_profile",
                  "figure_metrics", "train_vae", "synthesize", "degrade"):
         assert jobs.get(rule) == 1, (rule, jobs)

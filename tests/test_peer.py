@@ -5,29 +5,24 @@ right world positions, with the arguments ECLARE expects, and failures must read
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import oblique_affine, write_fake_eclare
 from thinslice.errors import ThinsliceError
 from thinslice.evaluate import collect
 from thinslice.geometry import Geometry, output_affine
 from thinslice.io import read_nifti, save_volume
-from thinslice.peer import eclare_argv, run_eclare
+from thinslice.peer import run_eclare
 from thinslice.volume import Volume
-
-FAKE = Path(__file__).parent / "tools" / "fake_run_eclare.py"
 
 
 @pytest.fixture
 def fake_eclare(tmp_path) -> str:
     """An executable run-eclare stand-in that runs with this interpreter."""
-    exe = tmp_path / "run-eclare"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    exe.chmod(0o755)
-    return str(exe)
+    return str(write_fake_eclare(tmp_path))
 
 
 def prepared(tmp_path, affine, shape=(12, 10, 7), axis=2, factor=4, in_plane=(1.0, 1.0), thickness=4.0):
@@ -43,8 +38,6 @@ def prepared(tmp_path, affine, shape=(12, 10, 7), axis=2, factor=4, in_plane=(1.
 
 @pytest.mark.parametrize("factor", [4, 3])
 def test_output_lands_on_the_thinslice_grid(tmp_path, fake_eclare, factor, monkeypatch):
-    from conftest import oblique_affine
-
     affine = oblique_affine(spacing=(1.0, 1.0, 4.0))
     image, geometry, lr = prepared(tmp_path, affine, factor=factor)
     record = tmp_path / "argv.json"
@@ -69,10 +62,14 @@ def test_output_lands_on_the_thinslice_grid(tmp_path, fake_eclare, factor, monke
     assert list(out.parent.iterdir()) == [out]  # ECLARE's own files are gone
 
 
-def test_argv_uses_the_box_profile_name_of_eclare():
-    argv = eclare_argv("run-eclare", "a.nii.gz", "w", 2.5, "boxcar", 10, 4, 0)
-    assert argv[:5] == ["run-eclare", "--in-fpath", "a.nii.gz", "--out-dir", "w"]
-    assert "2.5" in argv and "boxcar" in argv and argv[-2:] == ["--gpu-id", "0"]
+def test_box_slices_get_eclares_boxcar_profile(tmp_path, fake_eclare, monkeypatch):
+    image, geometry, _ = prepared(tmp_path, np.diag([1.0, 1.0, 4.0, 1.0]))
+    record = tmp_path / "argv.json"
+    monkeypatch.setenv("FAKE_ECLARE_ARGV", str(record))
+    run_eclare(str(image), str(geometry), str(tmp_path / "o.nii.gz"), command=fake_eclare, slice_model="box",
+               device="cpu")
+    argv = json.loads(record.read_text())
+    assert argv[argv.index("--relative-slice-profile-type") + 1] == "boxcar"
 
 
 def test_failures_are_one_line_errors(tmp_path, fake_eclare, monkeypatch):
@@ -83,8 +80,9 @@ def test_failures_are_one_line_errors(tmp_path, fake_eclare, monkeypatch):
     with pytest.raises(ThinsliceError, match="no ECLARE slice profile"):
         run_eclare(str(image), str(geometry), out, command=fake_eclare, slice_model="skip", device="cpu")
     monkeypatch.setenv("FAKE_ECLARE_FAIL", "1")
-    with pytest.raises(ThinsliceError, match="exited with status 3"):
+    with pytest.raises(ThinsliceError, match="exited with status 3") as failed:
         run_eclare(str(image), str(geometry), out, command=fake_eclare, device="cpu")
+    assert "\n" not in str(failed.value)
     assert not Path(out).exists()
 
 

@@ -15,10 +15,8 @@ simulated thick-slice scan, in a temporary folder.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,10 +25,10 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import job_stats, output_tail, snakemake
+
 REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "Snakefile"
 PROFILES = REPO / "workflow" / "profiles"
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.workflow
 
@@ -221,24 +219,6 @@ class FakeSlurm:
         return {j["id"]: j for j in (json.loads(p.read_text()) for p in (self.state / "jobs").glob("*.json"))}
 
 
-def snakemake(cwd: Path, *args: str, extra_env: dict | None = None, timeout: int = 600):
-    """Run snakemake with this interpreter's environment first on PATH, no PYTHONPATH, no SLURM_*."""
-    env = {k: v for k, v in os.environ.items()
-           if k != "PYTHONPATH" and not k.startswith(("SLURM_", "SBATCH_", "SNAKEMAKE_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    if extra_env:
-        extra = dict(extra_env)
-        if "PATH" in extra:
-            env["PATH"] = f"{extra.pop('PATH')}{os.pathsep}{env['PATH']}"
-        env.update(extra)
-    exe = [str(BIN / "snakemake")] if (BIN / "snakemake").exists() else [sys.executable, "-m", "snakemake"]
-    return subprocess.run([*exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _tail(done, n: int = 4000) -> str:
-    return (done.stdout + done.stderr)[-n:]
-
-
 def _write_project(d: Path, anatomical_path: Path, config: str, sheet: str = "subject\tpath\nt1\tdata/gt.nii.gz\n"):
     (d / "data").mkdir(parents=True)
     img = nib.load(anatomical_path)
@@ -306,15 +286,14 @@ def slurm_run(tmp_path_factory, anatomical_path):
     root = tmp_path_factory.mktemp("slurm")
     slurm = FakeSlurm(root / "cluster")
     project = _write_project(root / "project", anatomical_path, TINY)
-    done = snakemake(project, "--snakefile", str(SNAKEFILE), "--directory", str(project),
-                     "--profile", str(PROFILES / "slurm"), "--configfile", "tiny.yaml", *CLUSTER_ARGS,
+    done = snakemake(project, "--profile", str(PROFILES / "slurm"), "--configfile", "tiny.yaml", *CLUSTER_ARGS,
                      *FAST_STATUS, *TARGETS, extra_env=slurm.env())
     return project, slurm, done
 
 
 def test_slurm_run_completes(slurm_run):
     project, slurm, done = slurm_run
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     for target in TARGETS:
         assert (project / target).stat().st_size > 0, target
     sr = nib.load(project / "results/tiny/sr_vae/t1.nii.gz")
@@ -328,7 +307,7 @@ def test_slurm_run_completes(slurm_run):
 
 def test_every_job_is_submitted_once_with_its_rule(slurm_run):
     _, slurm, done = slurm_run
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     counts: dict[str, int] = {}
     for argv in slurm.calls("sbatch"):
         counts[_rule_of_sbatch(argv)] = counts.get(_rule_of_sbatch(argv), 0) + 1
@@ -337,7 +316,7 @@ def test_every_job_is_submitted_once_with_its_rule(slurm_run):
 
 def test_gpu_rules_get_a_gpu_and_cpu_rules_none(slurm_run):
     _, slurm, done = slurm_run
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     lines = slurm.calls("sbatch")
     assert {_rule_of_sbatch(a) for a in lines} & GPU_RULES == GPU_RULES
     for argv in lines:
@@ -345,7 +324,7 @@ def test_gpu_rules_get_a_gpu_and_cpu_rules_none(slurm_run):
         assert _opt(argv, "-A") == ACCOUNT, text
         assert _opt(argv, "--mem") and int(_opt(argv, "--mem")) >= 1000, text
         assert _opt(argv, "-t"), text  # every job has a wall time
-        assert _opt(argv, "--job-name") == _opt(lines[0], "--job-name"), text  # one name per run
+        assert _opt(argv, "--job-name") and _opt(argv, "--job-name") == _opt(lines[0], "--job-name"), text  # one name per run
         assert "--parsable" in argv and _opt(argv, "--wrap"), text
         if rule in GPU_RULES:
             assert _opt(argv, "--gpus") == "1", text
@@ -362,7 +341,7 @@ def test_gpu_rules_get_a_gpu_and_cpu_rules_none(slurm_run):
 def test_job_steps_get_the_gpu_too(slurm_run):
     """Inside the allocation the jobstep executor runs the job with srun; GPU jobs' srun asks for it."""
     _, slurm, done = slurm_run
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     steps = slurm.calls("srun")
     assert len(steps) == sum(EXPECTED_JOBS.values())
     for argv in steps:
@@ -372,8 +351,9 @@ def test_job_steps_get_the_gpu_too(slurm_run):
 
 def test_job_states_are_polled_by_run_name(slurm_run):
     _, slurm, done = slurm_run
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     name = _opt(slurm.calls("sbatch")[0], "--job-name")
+    assert name, "sbatch got no --job-name"
     polls = [a for a in slurm.calls("sacct") + slurm.calls("squeue") if _opt(a, "--name") == name]
     assert polls, "the plugin never asked for the jobs' states"
     assert slurm.calls("sacctmgr"), "the account was not validated"
@@ -389,8 +369,7 @@ def test_a_failed_job_is_retried_once_then_the_run_fails(tmp_path, anatomical_pa
     project = _write_project(tmp_path / "project", anatomical_path,
                              "run: frac\nsamples: samples.tsv\ntarget_spacing_mm: 0.75\nmethods: [linear]",
                              sheet="subject\tpath\tslice_axis\nt1\tdata/gt.nii.gz\t2\n")
-    done = snakemake(project, "--snakefile", str(SNAKEFILE), "--directory", str(project),
-                     "--profile", str(PROFILES / "slurm"), "--configfile", "tiny.yaml", *CLUSTER_ARGS,
+    done = snakemake(project, "--profile", str(PROFILES / "slurm"), "--configfile", "tiny.yaml", *CLUSTER_ARGS,
                      *FAST_STATUS, extra_env=slurm.env())
     text = done.stdout + done.stderr
     assert done.returncode != 0, text[-3000:]
@@ -408,18 +387,6 @@ def test_a_failed_job_is_retried_once_then_the_run_fails(tmp_path, anatomical_pa
 # dry runs: what users type, from the repository root
 
 
-def _job_stats(text: str) -> dict[str, int]:
-    lines = text.splitlines()
-    start = lines.index("Job stats:")
-    stats = {}
-    for line in lines[start + 3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        stats[parts[0]] = int(parts[1])
-    return stats
-
-
 @pytest.fixture(scope="module")
 def dry_project(tmp_path_factory, anatomical_path):
     return _write_project(tmp_path_factory.mktemp("dry"), anatomical_path, TINY)
@@ -427,7 +394,7 @@ def dry_project(tmp_path_factory, anatomical_path):
 
 def _dry_run(project: Path, profile: str, *extra: str):
     # relative profile path, as in the docs; no SLURM on PATH: a dry run needs none
-    return snakemake(REPO, "--profile", profile, "--directory", str(project), "--configfile",
+    return snakemake(None, "--profile", profile, "--directory", str(project), "--configfile",
                      str(project / "tiny.yaml"), "-n", *extra, timeout=180)
 
 
@@ -435,14 +402,12 @@ def test_slurm_dry_run_lists_every_job(dry_project):
     done = _dry_run(dry_project, "workflow/profiles/slurm", *CLUSTER_ARGS)
     text = done.stdout + done.stderr
     assert done.returncode == 0, text[-3000:]
-    stats = _job_stats(text)
+    stats = job_stats(text)
     expected = {"simulate": 1, "prepare": 1, "interpolate": 2, "train_vae": 1, "synthesize": 1, "degrade": 1,
                 "train_sr": 2, "infer": 2, "evaluate": 5, "collect_metrics": 1, "figure_pipeline": 1,
                 "figure_reformats": 1, "figure_errors": 1, "figure_profile": 1, "figure_metrics": 1,
                 "figure_training": 1, "all": 1}
-    for rule, n in expected.items():
-        assert stats.get(rule) == n, (rule, stats)
-    assert stats["total"] == sum(v for k, v in stats.items() if k != "total")
+    assert stats == {**expected, "total": sum(expected.values())}, stats
     # the GPU rules carry gpu=1 and the GPU partition; nothing else asks for a GPU
     blocks = re.split(r"\n(?=\[[^\]]+\]\n)", text)
     seen = set()
@@ -463,9 +428,9 @@ def test_slurm_dry_run_lists_every_job(dry_project):
 def test_local_and_slurm_profiles_plan_the_same_jobs(dry_project):
     local = _dry_run(dry_project, "workflow/profiles/local")
     slurm = _dry_run(dry_project, "workflow/profiles/slurm")
-    assert local.returncode == 0, _tail(local)
-    assert slurm.returncode == 0, _tail(slurm)
-    assert _job_stats(local.stdout + local.stderr) == _job_stats(slurm.stdout + slurm.stderr)
+    assert local.returncode == 0, output_tail(local)
+    assert slurm.returncode == 0, output_tail(slurm)
+    assert job_stats(local.stdout + local.stderr) == job_stats(slurm.stdout + slurm.stderr)
 
 
 # ---------------------------------------------------------------------------------------------

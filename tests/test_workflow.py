@@ -9,9 +9,6 @@ PYTHONPATH prefix the Snakefile sets (the package is not installed for these run
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -20,29 +17,13 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from conftest import output_tail, snakemake, write_fake_eclare
 from thinslice.geometry import output_affine
 from thinslice.io import load_volume
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "Snakefile"
-BIN = Path(sys.executable).parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir: Path | None, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run snakemake with this interpreter's environment first on PATH and no PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    exe = [str(BIN / "snakemake")] if (BIN / "snakemake").exists() else [sys.executable, "-m", "snakemake"]
-    where = ["--snakefile", str(SNAKEFILE), "--directory", str(workdir)] if workdir else []
-    return subprocess.run([*exe, *where, *args], cwd=workdir or REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _tail(done: subprocess.CompletedProcess, n: int = 3000) -> str:
-    return (done.stdout + done.stderr)[-n:]
 
 
 def _write_sheet(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -81,9 +62,7 @@ def simulated_project(tmp_path_factory, anatomical_path):
     img = nib.load(anatomical_path)
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), d / "data" / "gt.nii.gz")
     _write_sheet(d / "samples.tsv", ["subject", "path"], [["t1", "data/gt.nii.gz"]])
-    fake_eclare = d / "run-eclare"  # ECLARE's command line and output grid; linear interpolation inside
-    fake_eclare.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests/tools/fake_run_eclare.py'} \"$@\"\n")
-    fake_eclare.chmod(0o755)
+    fake_eclare = write_fake_eclare(d)  # ECLARE's command line and output grid; linear interpolation inside
     _write_config(d / "bench.yaml", f"""
 run: tiny
 samples: samples.tsv
@@ -99,7 +78,7 @@ simulate:
   fwhm_mm: {2.0 * R_SIM}
 """)
     done = snakemake(d, "--cores", "2", "--configfile", "bench.yaml")
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     return d
 
 
@@ -208,7 +187,7 @@ figure:
   subject: c
 """)
     done = snakemake(d, "--cores", "2", "--configfile", "scans.yaml")
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     return d
 
 
@@ -333,7 +312,7 @@ def test_good_config_of_the_same_shape_is_accepted(tmp_path, tiny_data):
                  [["t1", "data/gt.nii.gz", 1, "data/gt.nii.gz"]])
     _write_config(tmp_path / "ok.yaml", "run: ok\nsamples: samples.tsv\nfactor: 2\nfigure:\n  subject: t1")
     done = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", "ok.yaml", timeout=120)
-    assert done.returncode == 0, _tail(done)
+    assert done.returncode == 0, output_tail(done)
     assert "prepare" in done.stdout + done.stderr
 
 
@@ -347,7 +326,7 @@ def test_non_integer_factor_fails_in_prepare_and_leaves_nothing(tmp_path, tiny_d
     _write_sheet(tmp_path / "samples.tsv", ["subject", "path", "slice_axis"], [["t1", "data/gt.nii.gz", 2]])
     _write_config(tmp_path / "cfg.yaml", "run: frac\nsamples: samples.tsv\ntarget_spacing_mm: 0.75")
     done = snakemake(tmp_path, "--cores", "1", "--configfile", "cfg.yaml")
-    assert done.returncode != 0, _tail(done)
+    assert done.returncode != 0, output_tail(done)
     log = (tmp_path / "logs" / "frac" / "prepare" / "t1.log").read_text().strip().splitlines()
     assert len(log) == 1, log
     assert log[0].startswith("thinslice: error: data/gt.nii.gz:")
