@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,14 +53,13 @@ EXPECTED_ENV = {
     "train_vae": "torch.yaml", "synthesize": "torch.yaml", "train_sr": "torch.yaml", "infer": "torch.yaml",
     "eclare": PEER_ENV,
 }
-GPU_RULES = {"train_vae", "synthesize", "train_sr", "infer", "eclare"}
+GPU_RULES = {rule for rule, env in EXPECTED_ENV.items() if env in (GPU_ENV, PEER_ENV)}
 # cli.py's dispatch: main() runs the one handler its subcommand names, so the analysis does not
 # follow main/build_parser (which reference every handler).
 DISPATCH = {("cli", "main"), ("cli", "build_parser")}
 
 
-def norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+norm = canonicalize_name  # PEP 503 names: SimpleITK == simpleitk, scikit_image == scikit-image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +179,7 @@ def workflow_rules() -> dict[str, dict]:
 # static import analysis of the package
 
 
+@lru_cache(maxsize=None)
 def cli_handlers() -> dict[str, str]:
     """Subcommand -> handler function name, from build_parser's add_parser/set_defaults pairs."""
     tree = ast.parse((PKG / "cli.py").read_text())
@@ -199,7 +200,6 @@ class ModuleInfo:
     """Imports of one module of the package: at its top level, and per top-level def/class."""
 
     def __init__(self, name: str):
-        self.name = name
         tree = ast.parse((PKG / f"{name}.py").read_text())
         self.defs = {n.name: n for n in tree.body
                      if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
@@ -208,9 +208,7 @@ class ModuleInfo:
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 # decorators and defaults run at import time
                 nodes = [*stmt.decorator_list, *stmt.args.defaults]
-            elif isinstance(stmt, ast.ClassDef):
-                nodes = [stmt]  # a class body runs at import time (its methods do not)
-            else:
+            else:  # a statement, or a class (its whole body is read, methods included: conservative)
                 nodes = [stmt]
             for node in nodes:
                 self.top_imports += self._imports(node, skip_functions=True)
@@ -289,7 +287,7 @@ def third_party_imports(entries: list[tuple[str, str | None]]) -> dict[str, set[
                 if target not in sys.stdlib_module_names and target != "__future__":
                     found.setdefault(target, set()).add(mod)
             else:
-                todo.append((target, symbol) if symbol is not None else (target, None))
+                todo.append((target, symbol))
         todo += [(mod, n) for n in names if n in info.defs]
     return found
 
