@@ -64,15 +64,15 @@ def subject(tmp_path_factory, anatomical):
         w.writerow(["step", "loss", "l1", "gradient", "lr"])
         for s in range(50, 1050, 50):
             w.writerow([s, 0.05 / s**0.2, 0.05 / s**0.2, 0.0, 1e-3])
-    header = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "real_slice_error"]
+    header = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodic_artifact", "real_slice_error"]
     with open(d / "metrics.csv", "w", newline="") as f, open(d / "metrics_notruth.csv", "w", newline="") as g:
         w, v = csv.writer(f), csv.writer(g)
         w.writerow(header)
         v.writerow(header)
         for i, s in enumerate(("s1", "s2", "s3")):
             for j, m in enumerate(outputs):
-                w.writerow([s, m, 28 + j + i * 0.3, 0.92 + 0.01 * j, 0.9, 0.03 + 0.002 * j, 0])
-                v.writerow([s, m, "", "", "", 0.03 + 0.002 * j - 0.001 * i, 0])
+                w.writerow([s, m, 28 + j + i * 0.3, 0.92 + 0.01 * j, 0.9, 0.03 + 0.002 * j, 1.2 + j, 0])
+                v.writerow([s, m, "", "", "", 0.03 + 0.002 * j - 0.001 * i, 1.2 + j, 0])
     return d, paths
 
 

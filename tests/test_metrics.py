@@ -7,8 +7,8 @@ import pytest
 
 from thinslice.degrade import degrade
 from thinslice.interpolate import upsample
-from thinslice.metrics import (compare, psnr, real_slice_error, resample_to, ssim,
-                               through_plane_sharpness)
+from thinslice.metrics import (compare, periodic_artifact, phase_energy, psnr, real_slice_error, resample_to,
+                               ssim, through_plane_sharpness)
 from thinslice.volume import Volume
 
 
@@ -170,3 +170,25 @@ def test_sharpness_is_along_the_given_axis_and_drops_with_blur(anatomical):
     ratio0 = through_plane_sharpness(blurred, 0) / through_plane_sharpness(data, 0)
     ratio2 = through_plane_sharpness(blurred, 2) / through_plane_sharpness(data, 2)
     assert ratio2 < ratio0
+
+
+def test_periodic_artifact_is_one_without_a_pattern_and_high_with_one(anatomical):
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(np.asarray(anatomical[0], dtype=np.float64), 1.5)  # a real scan, smoothed
+    rng = np.random.default_rng(0)
+    for r in (2, 3, 4):
+        assert periodic_artifact(smooth, 2, r) == pytest.approx(1.0, abs=0.1)
+        noisy = smooth.copy()
+        noisy[:, :, ::r] += rng.normal(0, 0.02 * smooth.max(), noisy[:, :, ::r].shape)
+        assert periodic_artifact(noisy, 2, r) > 2.0
+        energy = phase_energy(noisy, 2, r)
+        assert energy.shape == (r,) and energy.argmax() == 0              # the noisy phase is phase 0
+        assert periodic_artifact(noisy, 0, r) < 1.2                        # read along the given axis only
+        # inside the mask only: noise outside it does not count
+        mask = np.zeros(smooth.shape, bool)
+        mask[:12] = True   # a margin of 3 voxels: the high-pass reaches 1 voxel or so
+        outside = smooth.copy()
+        outside[15:, :, ::r] = noisy[15:, :, ::r]
+        assert periodic_artifact(outside, 2, r, mask) == pytest.approx(periodic_artifact(smooth, 2, r, mask), rel=1e-4)
+    assert periodic_artifact(smooth, 2, 1) == 1.0

@@ -181,6 +181,7 @@ def test_evaluate_without_truth_has_no_psnr(tmp_path, anatomical_path):
     row = evaluate(d / "cubic.nii.gz", d / "in.nii.gz", d / "g.json", d / "m.nii.gz", "s", "cubic")
     assert math.isnan(row["psnr"]) and math.isnan(row["ssim"])
     assert row["sharpness"] > 0 and row["real_slice_error"] < 1e-5
+    assert 1.0 <= row["periodic_artifact"] < 2.0   # interpolation is barely periodic
 
 
 def _fake_rows(d):
@@ -207,7 +208,7 @@ def test_collect_writes_the_table_and_summary(tmp_path):
     with open(out / "metrics.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness",
-                                     "real_slice_error"]
+                                     "periodic_artifact", "real_slice_error"]
         table = list(reader)
     # grouped by subject, methods in the order given (the config's order in the workflow)
     assert [(r["subject"], r["method"]) for r in table] == [("a", "linear"), ("a", "cubic"), ("b", "linear")]
@@ -220,7 +221,7 @@ def test_collect_writes_the_table_and_summary(tmp_path):
     assert float(summary["linear"]["psnr_sd"]) == pytest.approx(math.sqrt(2.0), rel=1e-5)
     assert summary["cubic"]["psnr_mean"] == "" and summary["cubic"]["n"] == "1"
     md = (out / "summary.md").read_text().splitlines()
-    assert md[0] == "| method | n | psnr | ssim | ssim_fg | sharpness | real_slice_error |"
+    assert md[0] == "| method | n | psnr | ssim | ssim_fg | sharpness | periodic_artifact | real_slice_error |"
     assert md[1].startswith("|---|---|")
     lines = {line.split("|")[1].strip(): line for line in md[2:]}
     assert list(lines) == ["linear", "cubic"]

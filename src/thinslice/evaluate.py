@@ -12,15 +12,16 @@ import numpy as np
 from .geometry import Geometry
 from .interpolate import nearest_upsample
 from .io import atomic_path, read_nifti
-from .metrics import compare, real_slice_error, through_plane_sharpness
+from .metrics import compare, periodic_artifact, real_slice_error, through_plane_sharpness
 
-COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "real_slice_error"]
+COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodic_artifact", "real_slice_error"]
 
 
 def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str | Path,
              subject: str, method: str, truth: str | Path | None = None) -> dict:
     """Metrics of one output: PSNR/SSIM against the truth when there is one; always the
-    through-plane sharpness (in the input's foreground) and the real-slice error."""
+    through-plane sharpness and the periodic-artifact score (both in the input's foreground)
+    and the real-slice error."""
     out, low = read_nifti(output), read_nifti(lr)
     geom = Geometry.load(geometry)
     axis, r = geom.slice_axis, geom.factor
@@ -28,6 +29,7 @@ def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str
     fg_out = nearest_upsample(fg, axis, r)
     row = {"subject": subject, "method": method, "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
            "sharpness": through_plane_sharpness(geom.normalize(out.data), axis, fg_out),
+           "periodic_artifact": periodic_artifact(out.data, axis, r, fg_out),
            "real_slice_error": real_slice_error(out.data, low.data, axis, r)}
     if truth:
         row.update({k: v for k, v in compare(out, read_nifti(truth)).items() if k in COLUMNS})

@@ -706,7 +706,7 @@ def read_metrics(path) -> list[dict]:
 def metrics_figure(metrics_csv, out_png, methods: list[str] | None = None, title: str = "") -> None:
     """Per-method scores, one point per subject (grey lines join a subject's points) and the
     mean as a bar with its value: PSNR and SSIM where a truth exists, else through-plane
-    sharpness."""
+    sharpness; always the periodic-artifact score."""
     rows = read_metrics(metrics_csv)
     if not rows:
         raise ThinsliceError(f"{metrics_csv}: no rows")
@@ -715,6 +715,8 @@ def metrics_figure(metrics_csv, out_png, methods: list[str] | None = None, title
     has_truth = any(math.isfinite(r.get("psnr", math.nan)) for r in rows)
     keys = [("psnr", "PSNR (dB)"), ("ssim", "SSIM")] if has_truth else \
         [("sharpness", "through-plane sharpness\n(mean |slice difference|, normalised)")]
+    if any(math.isfinite(r.get("periodic_artifact", math.nan)) for r in rows):
+        keys.append(("periodic_artifact", "periodic artifact\n(max/min texture over slice phases; 1 = none)"))
     subjects = list(dict.fromkeys(r["subject"] for r in rows))
     table = {(r["subject"], r["method"]): r for r in rows}
     fig, axes = plt.subplots(1, len(keys), figsize=(max(3.0, 0.7 * len(order) + 1.2) * len(keys), 3.4),
