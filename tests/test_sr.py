@@ -118,6 +118,22 @@ def test_patches_start_on_real_samples_even_when_flipped():
         assert np.all(x[..., 2::r] == 2)
 
 
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_synthetic_share_sets_the_mix_of_pair_sources(share):
+    r = 2
+    (synthetic,) = synthetic_pairs(_phantom((40, 40, 41)), 2, r, "gaussian", 2.0, 1.0)
+    own = self_pairs(_phantom((20, 22, 9)), 2, r, "gaussian", 2.0, 2.0, 1.0)
+    sampler = sr.PatchSampler([synthetic, *own], sr.SRConfig(patch_size=8, synthetic_share=share))
+    assert sampler.weights[0] == pytest.approx(share)
+    # within a source, pairs are drawn in proportion to their voxels
+    sizes = np.array([p.target.size for p in own], float)
+    if share < 1:
+        np.testing.assert_allclose(sampler.weights[1:], (1 - share) * sizes / sizes.sum())
+    # one source alone: the share does not apply
+    alone = sr.PatchSampler(own, sr.SRConfig(patch_size=8, synthetic_share=share))
+    np.testing.assert_allclose(alone.weights, sizes / sizes.sum())
+
 # --------------------------------------------------------------------------- network and inference
 
 def test_untrained_net_returns_its_input():

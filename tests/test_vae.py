@@ -17,9 +17,11 @@ from thinslice.vae import (VAEConfig, interpolate_latents, interpolate_pair, loa
 
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
 
-# Tiny but real: a few hundred steps on 32-pixel crops of a real T1.
+# Tiny but real: a few hundred steps on 32-pixel crops of a real T1; reconstruction only
+# (the interpolation objective has tests of its own below).
 TINY = VAEConfig(levels=2, base_channels=8, latent_channels=4, beta=1e-4, kl_warmup_steps=50,
-                 steps=300, batch_size=8, crop_size=32, learning_rate=2e-3, checkpoint_every=100, seed=0)
+                 interpolation_weight=0.0, steps=300, batch_size=8, crop_size=32, learning_rate=2e-3,
+                 checkpoint_every=100, seed=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,13 +57,13 @@ def l1(a, b) -> float:
 def test_synthesis_shape_and_real_slices(trained, t1, r):
     model, _ = trained
     n, h, w = t1.shape
-    out = synthesize(model, t1, r, device="cpu", batch_size=5)
+    out = synthesize(model, t1, r, keep_real_slices=True, device="cpu", batch_size=5)
     assert out.shape == ((n - 1) * r + 1, h, w) and out.dtype == np.float32
     assert np.array_equal(out[::r], t1)  # real slices kept exactly
     assert np.isfinite(out).all()
 
     recon = reconstruct(model, t1, device="cpu")
-    out2 = synthesize(model, t1, r, keep_real_slices=False, device="cpu", batch_size=5)
+    out2 = synthesize(model, t1, r, device="cpu", batch_size=5)   # default: real slices decoded too
     assert out2.shape == out.shape
     np.testing.assert_allclose(out2[::r], recon, atol=1e-5)
     # the synthetic slices do not depend on keep_real_slices
@@ -72,7 +74,7 @@ def test_synthesis_shape_and_real_slices(trained, t1, r):
 
 def test_synthesis_factor_one_and_bad_input(trained, t1):
     model, _ = trained
-    assert np.array_equal(synthesize(model, t1, 1, device="cpu"), t1)
+    assert np.array_equal(synthesize(model, t1, 1, keep_real_slices=True, device="cpu"), t1)
     with pytest.raises(ThinsliceError):
         synthesize(model, t1, 0, device="cpu")
     with pytest.raises(ThinsliceError):
@@ -156,7 +158,7 @@ def test_slerp_endpoints_and_midpoint():
 
 
 def test_resume_reproduces_uninterrupted_run(t1, tmp_path):
-    cfg = replace(TINY, steps=20, checkpoint_every=5, adversarial_weight=0.1)
+    cfg = replace(TINY, steps=20, checkpoint_every=5, adversarial_weight=0.1, interpolation_weight=1.0)
     full = train_vae([t1], cfg, tmp_path / "full.pt", tmp_path / "full.csv", device="cpu", progress=False)
     half_cfg = replace(cfg, steps=10)
     train_vae([t1], half_cfg, tmp_path / "split.pt", tmp_path / "split.csv", device="cpu", progress=False)

@@ -247,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image", required=True)
     s.add_argument("--geometry", required=True)
     s.add_argument("--interpolation", choices=["linear", "slerp"], default="linear")
-    s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=True)
+    s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
+                   help="put the real slices at positions i*r (default: decode them too, so every slice "
+                        "has the decoder's texture)")
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True)
     _threads_option(s)

@@ -33,7 +33,8 @@ class Pair(NamedTuple):
     axis:    the degraded axis (the one a network restores);
     factor:  r, the ratio of the simulated slice spacing to the grid spacing along `axis`;
              along `axis` the input passes exactly through the degraded samples 0, r, 2r, ...;
-    context: axes that are high resolution in input and target alike (None: both others).
+    context: axes that are high resolution in input and target alike (None: both others);
+    source:  "synthetic" (an HR volume degraded) or "self" (a real scan's in-plane axis degraded).
     """
 
     input: np.ndarray
@@ -41,6 +42,7 @@ class Pair(NamedTuple):
     axis: int
     factor: int
     context: tuple[int, ...] | None = None
+    source: str = "synthetic"
 
 
 def _check(data: np.ndarray, axis: int, r: int, model: str, thickness_mm: float, name: str) -> np.ndarray:
@@ -144,5 +146,5 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
             inp, target = _simulate(hr, a, int(r), model, thickness_mm, target_mm)
         except ThinsliceError as exc:
             raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: {exc}") from None
-        pairs.append(Pair(inp, target, a, int(r), (other,)))
+        pairs.append(Pair(inp, target, a, int(r), (other,), "self"))
     return pairs

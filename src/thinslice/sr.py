@@ -56,6 +56,7 @@ class SRConfig:
     steps: int = 6000               # optimiser steps
     learning_rate: float = 2e-3     # Adam learning rate at the start, cosine-decayed to 0 over `steps`
     gradient_loss_weight: float = 0.0  # weight of the L1 loss on finite differences (0 = off); the main loss is L1
+    synthetic_share: float = 0.1    # with synthetic and self pairs together (sr_both): share of patches drawn from the synthetic ones
     foreground_fraction: float = 0.9   # share of patches centred on a foreground voxel (target above the threshold)
     foreground_threshold: float = 0.1  # foreground: target > min + this x (99th percentile - min), per pair
     flip: bool = True               # random flips of the patches (the slice profile is symmetric)
@@ -75,6 +76,8 @@ class SRConfig:
             raise ThinsliceError(f"sr.learning_rate: must be positive, got {self.learning_rate}")
         if not self.gradient_loss_weight >= 0:
             raise ThinsliceError(f"sr.gradient_loss_weight: must be >= 0, got {self.gradient_loss_weight}")
+        if not 0 <= self.synthetic_share <= 1:
+            raise ThinsliceError(f"sr.synthetic_share: must lie in [0, 1], got {self.synthetic_share}")
         if not 0 <= self.foreground_fraction <= 1:
             raise ThinsliceError(f"sr.foreground_fraction: must lie in [0, 1], got {self.foreground_fraction}")
         if not 0 <= self.foreground_threshold < 1:
@@ -153,6 +156,7 @@ class _PairData:
         inp, target, axis = pair[0], pair[1], int(pair[2])
         factor = int(pair[3]) if len(pair) > 3 and pair[3] is not None else factor_default
         context = pair[4] if len(pair) > 4 else None
+        self.source = pair[5] if len(pair) > 5 else "synthetic"
         if factor is None:
             raise ThinsliceError(f"pair {index}: no factor r; give it in the pair or in meta['factor']")
         inp = np.asarray(inp, dtype=np.float32)
@@ -207,7 +211,13 @@ class PatchSampler:
                     raise ThinsliceError(
                         f"pair {i}: the 3d architecture needs both other axes at high resolution "
                         f"(synthetic pairs); use architecture '2d' for self pairs")
+        # Patches are drawn in proportion to the voxels of each pair; when synthetic and
+        # self pairs are mixed, each kind first gets its configured share.
         sizes = np.array([d.target.size for d in self.data], dtype=np.float64)
+        synthetic = np.array([d.source == "synthetic" for d in self.data])
+        if synthetic.any() and not synthetic.all():
+            share = np.where(synthetic, config.synthetic_share, 1.0 - config.synthetic_share)
+            sizes = share * sizes / np.where(synthetic, sizes[synthetic].sum(), sizes[~synthetic].sum())
         self.weights = sizes / sizes.sum()
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
 

@@ -64,7 +64,7 @@ def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: st
 
 
 def synthesize(model: str, image: str, geometry: str, out: str, interpolation: str = "linear",
-               keep_real_slices: bool = True, device: str = "auto") -> None:
+               keep_real_slices: bool = False, device: str = "auto") -> None:
     """The VAE's synthetic HR volume of one subject, on its output grid, input intensities."""
     from .vae import load_vae
     from .vae import synthesize as synth

@@ -30,7 +30,7 @@ from .training import (LossLog, config_from_dict, configure_device, data_fingerp
 KIND = "thinslice-vae"
 RECON_LOSSES = ("l1", "l2")
 INTERPOLATIONS = ("linear", "slerp")
-LOSS_COLUMNS = ["loss", "recon", "kl", "kl_weight", "adv", "disc"]
+LOSS_COLUMNS = ["loss", "recon", "interp", "kl", "kl_weight", "adv", "disc"]
 # Fields that may differ between a checkpoint and the run resuming it: they do not change
 # the trajectory of the weights, only how far it goes and how often it is saved.
 RESUMABLE_FIELDS = ("steps", "checkpoint_every")
@@ -46,6 +46,8 @@ class VAEConfig:
     beta: float = 1e-4              # weight of the KL term (KL in nats per image pixel)
     kl_warmup_steps: int = 500      # the KL weight rises linearly from 0 to beta over these steps
     recon_loss: str = "l1"          # reconstruction loss: l1 | l2 (mean per pixel)
+    interpolation_weight: float = 1.0  # weight of the loss on real slices decoded from the mix of their neighbours' latents (0: reconstruction only)
+    max_gap: int = 3                # the neighbours mixed for that loss lie 2..max_gap real slices apart
     adversarial_weight: float = 0.0  # > 0 adds a PatchGAN discriminator (hinge loss) with this weight
     steps: int = 2000               # optimizer steps in all
     batch_size: int = 16            # slices (crops) per step
@@ -57,13 +59,13 @@ class VAEConfig:
 
     def validate(self) -> None:
         """Raise ThinsliceError naming the first bad key."""
-        ints = {"levels": 0, "base_channels": 1, "latent_channels": 1, "kl_warmup_steps": 0,
+        ints = {"levels": 0, "base_channels": 1, "latent_channels": 1, "kl_warmup_steps": 0, "max_gap": 2,
                 "steps": 0, "batch_size": 1, "crop_size": 1, "checkpoint_every": 1}
         for key, low in ints.items():
             value = getattr(self, key)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ThinsliceError(f"vae.{key} must be an integer >= {low}, got {value!r}")
-        for key in ("beta", "adversarial_weight"):
+        for key in ("beta", "adversarial_weight", "interpolation_weight"):
             if not float(getattr(self, key)) >= 0:
                 raise ThinsliceError(f"vae.{key} must be >= 0, got {getattr(self, key)!r}")
         if not 0 <= float(self.ema_decay) < 1:
@@ -194,11 +196,17 @@ def _check_volumes(volumes: list[np.ndarray]) -> list[np.ndarray]:
 
 
 class SliceSampler:
-    """Random crops (crop_size^2, zero-padded when a slice is smaller) of uniformly drawn
-    slices of all volumes, with random flips. All randomness comes from one numpy
-    Generator whose state goes into the checkpoint."""
+    """Random crops (crop_size^2, zero-padded when a slice is smaller) of the slices of all
+    volumes, with random flips. All randomness comes from one numpy Generator whose state
+    goes into the checkpoint.
 
-    def __init__(self, volumes: list[np.ndarray], crop_size: int, seed: int):
+    sample:         single slices, drawn uniformly over all slices.
+    sample_triples: the through-plane supervision a thick-slice scan holds: two real
+                    slices g = 2..max_gap apart and one real slice k between them (at
+                    t = k/g), cropped at the same place and flipped alike.
+    """
+
+    def __init__(self, volumes: list[np.ndarray], crop_size: int, seed: int, max_gap: int = 2):
         self.crop = crop_size
         self.volumes = []
         for v in volumes:
@@ -208,23 +216,48 @@ class SliceSampler:
             self.volumes.append(np.ascontiguousarray(v))
         counts = np.array([v.shape[0] for v in self.volumes], dtype=np.float64)
         self.p = counts / counts.sum()
+        # Triples: (volume, gap) drawn in proportion to the number of places they fit.
+        self.triple_kinds = [(i, g) for i, v in enumerate(self.volumes) for g in range(2, max_gap + 1)
+                             if v.shape[0] > g]
+        fits = np.array([self.volumes[i].shape[0] - g for i, g in self.triple_kinds], dtype=np.float64)
+        self.triple_p = fits / fits.sum() if fits.size else fits
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, batch_size: int) -> np.ndarray:
+    @property
+    def has_triples(self) -> bool:
+        return bool(self.triple_kinds)
+
+    def _crop(self, v: np.ndarray, slices) -> np.ndarray:
         c = self.crop
-        out = np.empty((batch_size, 1, c, c), dtype=np.float32)
+        y = int(self.rng.integers(v.shape[1] - c + 1))
+        x = int(self.rng.integers(v.shape[2] - c + 1))
+        patch = v[slices, y:y + c, x:x + c]
+        if self.rng.random() < 0.5:
+            patch = patch[..., ::-1, :]
+        if self.rng.random() < 0.5:
+            patch = patch[..., :, ::-1]
+        return patch
+
+    def sample(self, batch_size: int) -> np.ndarray:
+        """(batch_size, 1, crop, crop)."""
+        out = np.empty((batch_size, 1, self.crop, self.crop), dtype=np.float32)
         for b in range(batch_size):
             v = self.volumes[self.rng.choice(len(self.volumes), p=self.p)]
-            s = int(self.rng.integers(v.shape[0]))
-            y = int(self.rng.integers(v.shape[1] - c + 1))
-            x = int(self.rng.integers(v.shape[2] - c + 1))
-            patch = v[s, y:y + c, x:x + c]
-            if self.rng.random() < 0.5:
-                patch = patch[::-1, :]
-            if self.rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            out[b, 0] = patch
+            out[b, 0] = self._crop(v, int(self.rng.integers(v.shape[0])))
         return out
+
+    def sample_triples(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """((3, batch_size, 1, crop, crop): first, between, last slice; t of the between slice)."""
+        out = np.empty((3, batch_size, 1, self.crop, self.crop), dtype=np.float32)
+        t = np.empty(batch_size, dtype=np.float32)
+        for b in range(batch_size):
+            i, g = self.triple_kinds[self.rng.choice(len(self.triple_kinds), p=self.triple_p)]
+            v = self.volumes[i]
+            s = int(self.rng.integers(v.shape[0] - g))
+            k = int(self.rng.integers(1, g))
+            out[:, b, 0] = self._crop(v, [s, s + k, s + g])
+            t[b] = k / g
+        return out, t
 
     def get_state(self) -> dict:
         return self.rng.bit_generator.state
@@ -271,7 +304,9 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
         disc = PatchDiscriminator().to(dev)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    sampler = SliceSampler(volumes, config.crop_size, config.seed)
+    sampler = SliceSampler(volumes, config.crop_size, config.seed, config.max_gap)
+    learn_interpolation = config.interpolation_weight > 0 and sampler.has_triples
+    distance = F.l1_loss if config.recon_loss == "l1" else F.mse_loss
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
 
     step = 0
@@ -315,23 +350,36 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
     bar = tqdm(total=config.steps, initial=step, desc="vae", file=sys.stderr, disable=not progress,
                mininterval=0.5 if sys.stderr.isatty() else 15.0)  # a log file gets a line every 15 s
     while step < config.steps:
-        x = torch.from_numpy(sampler.sample(config.batch_size)).to(dev, non_blocking=True)
-        noise = torch.randn((config.batch_size, config.latent_channels, latent_side, latent_side),
+        between = t = None
+        if learn_interpolation:   # both ends of each triple are reconstructed, its middle interpolated
+            triples, ts = sampler.sample_triples(config.batch_size)
+            x = torch.from_numpy(np.concatenate([triples[0], triples[2]])).to(dev, non_blocking=True)
+            between = torch.from_numpy(triples[1]).to(dev, non_blocking=True)
+            t = torch.from_numpy(ts).to(dev).view(-1, 1, 1, 1)
+        else:
+            x = torch.from_numpy(sampler.sample(config.batch_size)).to(dev, non_blocking=True)
+        noise = torch.randn((len(x), config.latent_channels, latent_side, latent_side),
                             generator=noise_gen).to(dev)
         kl_weight = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) \
             if config.kl_warmup_steps > 0 else config.beta
 
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-            recon, mean, logvar = model(x, noise)
-        recon = recon.float()
-        rec = F.l1_loss(recon, x) if config.recon_loss == "l1" else F.mse_loss(recon, x)
+            mean, logvar = model.encode(x)
+            z = mean + torch.exp(0.5 * logvar) * noise.to(mean.dtype)
+            if between is not None:
+                first, last = z.chunk(2)
+                z = torch.cat([z, (1 - t) * first + t * last])
+            decoded = model.decode(z).float()
+        recon = decoded[:len(x)]
+        rec = distance(recon, x)
         kl = kl_per_pixel(mean, logvar, pixels)
-        loss = rec + kl_weight * kl
+        interp = distance(decoded[len(x):], between) if between is not None else torch.zeros(())
+        loss = rec + config.interpolation_weight * interp + kl_weight * kl
         adv = torch.zeros(())
         if disc is not None:
             disc.requires_grad_(False)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                adv = -disc(recon).float().mean()  # hinge generator loss
+                adv = -disc(decoded).float().mean()  # hinge generator loss
             loss = loss + config.adversarial_weight * adv
 
         opt.zero_grad(set_to_none=True)
@@ -343,7 +391,7 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
             disc.requires_grad_(True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 d_real = disc(x).float()
-                d_fake = disc(recon.detach()).float()
+                d_fake = disc(decoded.detach()).float()
             d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
             disc_opt.zero_grad(set_to_none=True)
             scaler.scale(d_loss).backward()
@@ -352,7 +400,8 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
 
         step += 1
         _update_ema(ema, model, config.ema_decay, step)
-        values = {"loss": loss.item(), "recon": rec.item(), "kl": kl.item(), "kl_weight": kl_weight,
+        values = {"loss": loss.item(), "recon": rec.item(), "interp": interp.item(), "kl": kl.item(),
+                  "kl_weight": kl_weight,
                   "adv": adv.item(), "disc": d_loss.item()}
         if not all(math.isfinite(v) for v in values.values()):
             raise ThinsliceError(f"VAE training diverged at step {step} (loss {values['loss']}); "
@@ -364,7 +413,8 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
         if step % 10 == 0 or step == config.steps:
             means = {k: v / n_sum for k, v in sums.items()}
             log.write(step, **means)
-            bar.set_postfix(loss=f"{means['loss']:.4f}", recon=f"{means['recon']:.4f}")
+            bar.set_postfix(loss=f"{means['loss']:.4f}", recon=f"{means['recon']:.4f}",
+                            interp=f"{means['interp']:.4f}")
             sums = dict.fromkeys(LOSS_COLUMNS, 0.0)
             n_sum = 0
         if step % config.checkpoint_every == 0 or step == config.steps:
@@ -505,10 +555,12 @@ def interpolate_pair(model: SliceVAE, a: np.ndarray, b: np.ndarray, ts, interpol
 
 
 def synthesize(model: SliceVAE, volume: np.ndarray, r: int, interpolation: str = "linear",
-               keep_real_slices: bool = True, device: str = "auto", batch_size: int = 8) -> np.ndarray:
+               keep_real_slices: bool = False, device: str = "auto", batch_size: int = 8) -> np.ndarray:
     """Synthetic volume with r times finer slice spacing: shape ((n-1)*r+1, H, W), float32.
 
-    Output slice i*r is real slice i (keep_real_slices) or its reconstruction; slice
+    Output slice i*r is real slice i (keep_real_slices) or its reconstruction (the default:
+    one texture for every slice, as real slices next to decoded ones print a periodic
+    pattern that stage 2 would learn); slice
     i*r+k (k = 1..r-1) decodes the latent means of slices i and i+1 interpolated at t = k/r.
     """
     if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 1:
