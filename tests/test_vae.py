@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from thinslice.errors import ThinsliceError
-from thinslice.vae import (VAEConfig, interpolate_latents, interpolate_pair, load_vae, reconstruct,
+from thinslice.interpolate import upsample
+from thinslice.vae import (VAEConfig, interpolate_latents, interpolate_pair, latent_path, load_vae, reconstruct,
                            save_vae, synthesize, train_vae)
 
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
@@ -84,7 +85,7 @@ def test_synthesis_factor_one_and_bad_input(trained, t1):
     with pytest.raises(ThinsliceError):
         synthesize(model, bad, 2, device="cpu")
     with pytest.raises(ThinsliceError):
-        synthesize(model, t1, 2, interpolation="cubic", device="cpu")
+        synthesize(model, t1, 2, interpolation="quadratic", device="cpu")
 
 
 def test_training_improves_reconstruction(trained, t1):
@@ -277,3 +278,28 @@ def test_triples_share_crop_and_flips(t1):
     assert np.all((t > 0) & (t < 1))
     # a volume too thin for a triple gives none
     assert not SliceSampler([ramp[:2]], 16, seed=0, max_gap=3).has_triples
+
+
+@pytest.mark.parametrize("r", [2, 4])
+def test_latent_paths_pass_through_the_real_latents(r):
+    z = torch.randn(6, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    for method in ("cubic", "linear", "slerp"):
+        path = latent_path(z, r, method)
+        assert path.shape == ((6 - 1) * r + 1, 3, 4, 5)
+        torch.testing.assert_close(path[::r], z, atol=1e-5, rtol=0)
+    # linear: the pairwise mix; cubic: the cubic B-spline of the baseline, latent by latent
+    torch.testing.assert_close(latent_path(z, r, "linear")[1], z[0] + (z[1] - z[0]) / r, atol=1e-6, rtol=0)
+    expected = upsample(z.numpy().reshape(6, -1, 5), 0, r, "cubic").reshape(-1, 3, 4, 5)
+    np.testing.assert_allclose(latent_path(z, r, "cubic").numpy(), expected, atol=1e-5)
+
+
+def test_synthesis_decodes_the_latent_path(trained, t1):
+    model, _ = trained
+    for method in ("cubic", "linear"):
+        out = synthesize(model, t1[:5], 3, interpolation=method, device="cpu")
+        ends = interpolate_pair(model, t1[1], t1[2], [1 / 3, 2 / 3], device="cpu")
+        if method == "linear":   # slices 4 and 5 lie between real slices 1 and 2
+            np.testing.assert_allclose(out[4:6], ends, atol=1e-5)
+        else:                    # cubic uses the neighbours beyond them too
+            assert l1(out[4:6], ends) > 0
+        np.testing.assert_allclose(out[::3], reconstruct(model, t1[:5], device="cpu"), atol=1e-5)

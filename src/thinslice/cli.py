@@ -246,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--image", required=True)
     s.add_argument("--geometry", required=True)
-    s.add_argument("--interpolation", choices=["linear", "slerp"], default="linear")
+    s.add_argument("--interpolation", choices=["cubic", "linear", "slerp"], default="cubic",
+                   help="latent path between the real slices: a cubic B-spline through all of them, or "
+                        "linear / spherical between neighbours")
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
                    help="put the real slices at positions i*r (default: decode them too, so every slice "
                         "has the decoder's texture)")

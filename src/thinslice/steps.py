@@ -63,7 +63,7 @@ def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: st
     shutil.copyfile(live_csv, loss_csv)
 
 
-def synthesize(model: str, image: str, geometry: str, out: str, interpolation: str = "linear",
+def synthesize(model: str, image: str, geometry: str, out: str, interpolation: str = "cubic",
                keep_real_slices: bool = False, device: str = "auto") -> None:
     """The VAE's synthetic HR volume of one subject, on its output grid, input intensities."""
     from .vae import load_vae

@@ -24,12 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ThinsliceError
+from .interpolate import interpolation_matrix
 from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_checkpoint, load_resumable,
                        rng_state, save_checkpoint, seed_everything, select_device, set_rng_state)
 
 KIND = "thinslice-vae"
 RECON_LOSSES = ("l1", "l2")
-INTERPOLATIONS = ("linear", "slerp")
+# Latent paths along the slice axis: linear and slerp mix the two neighbouring slices;
+# cubic is a cubic B-spline through the latents of all slices.
+INTERPOLATIONS = ("cubic", "linear", "slerp")
+PAIRWISE_INTERPOLATIONS = ("linear", "slerp")
 LOSS_COLUMNS = ["loss", "recon", "interp", "kl", "kl_weight", "adv", "disc"]
 # Fields that may differ between a checkpoint and the run resuming it: they do not change
 # the trajectory of the weights, only how far it goes and how often it is saved.
@@ -463,8 +467,9 @@ def interpolate_latents(a: torch.Tensor, b: torch.Tensor, ts, method: str = "lin
     linear: (1-t) a + t b.  slerp: spherical interpolation of each latent map taken as one
     vector (falls back to linear where a and b are (anti)parallel or zero).
     """
-    if method not in INTERPOLATIONS:
-        raise ThinsliceError(f"unknown latent interpolation {method!r}; choose one of {INTERPOLATIONS}")
+    if method not in PAIRWISE_INTERPOLATIONS:
+        raise ThinsliceError(f"unknown pairwise latent interpolation {method!r}; choose one of "
+                             f"{PAIRWISE_INTERPOLATIONS}")
     t = torch.as_tensor(np.asarray(ts, dtype=np.float64), dtype=torch.float64, device=a.device)
     t = t.view(-1, *([1] * a.dim()))
     a64, b64 = a.double().unsqueeze(0), b.double().unsqueeze(0)
@@ -554,44 +559,47 @@ def interpolate_pair(model: SliceVAE, a: np.ndarray, b: np.ndarray, ts, interpol
     return runner.decode(interpolate_latents(z[0], z[1], ts, interpolation), hw)
 
 
-def synthesize(model: SliceVAE, volume: np.ndarray, r: int, interpolation: str = "linear",
+def latent_path(z: torch.Tensor, r: int, interpolation: str = "cubic") -> torch.Tensor:
+    """Latents at every output slice position: ((n-1)*r+1, C, h, w) from the n real slices' (n, C, h, w).
+
+    Position i*r is z[i] itself. cubic: cubic B-spline interpolation through all latents
+    (as the `cubic` baseline does with intensities); linear / slerp: between z[i] and
+    z[i+1] at t = k/r.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ThinsliceError(f"unknown latent interpolation {interpolation!r}; choose one of {INTERPOLATIONS}")
+    n = len(z)
+    if interpolation == "cubic":
+        weights = torch.from_numpy(interpolation_matrix(n, r, "cubic")).to(z.device, torch.float64)
+        return torch.einsum("on,n...->o...", weights, z.double()).to(z.dtype)
+    path = torch.empty(((n - 1) * r + 1, *z.shape[1:]), dtype=z.dtype, device=z.device)
+    path[::r] = z
+    if r > 1:
+        ts = np.arange(1, r) / r
+        for i in range(n - 1):
+            path[i * r + 1:(i + 1) * r] = interpolate_latents(z[i], z[i + 1], ts, interpolation)
+    return path
+
+
+def synthesize(model: SliceVAE, volume: np.ndarray, r: int, interpolation: str = "cubic",
                keep_real_slices: bool = False, device: str = "auto", batch_size: int = 8) -> np.ndarray:
     """Synthetic volume with r times finer slice spacing: shape ((n-1)*r+1, H, W), float32.
 
-    Output slice i*r is real slice i (keep_real_slices) or its reconstruction (the default:
-    one texture for every slice, as real slices next to decoded ones print a periodic
-    pattern that stage 2 would learn); slice
-    i*r+k (k = 1..r-1) decodes the latent means of slices i and i+1 interpolated at t = k/r.
+    Every output slice decodes the latent path (`latent_path`) of the real slices' latent
+    means at its position. Output slice i*r is then the reconstruction of real slice i, or
+    the real slice itself with keep_real_slices (by default not: real slices next to
+    decoded ones have another texture, a periodic pattern that stage 2 would learn).
     """
     if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 1:
         raise ThinsliceError(f"synthesize: the factor r must be an integer >= 1, got {r!r}")
     if interpolation not in INTERPOLATIONS:
         raise ThinsliceError(f"unknown latent interpolation {interpolation!r}; choose one of {INTERPOLATIONS}")
     volume = _check_volume(volume)
+    if r == 1 and keep_real_slices:
+        return volume.copy()
     runner = _Runner(model, device, batch_size)
-    n = volume.shape[0]
     z, hw = runner.encode(volume)
-    out = np.empty(((n - 1) * r + 1, *hw), dtype=np.float32)
+    out = runner.decode(latent_path(z, int(r), interpolation), hw)
     if keep_real_slices:
         out[::r] = volume
-    else:
-        out[::r] = runner.decode(z, hw)
-    if r > 1 and n > 1:
-        ts = np.arange(1, r) / r
-        pending: list[tuple[int, torch.Tensor]] = []  # (output index, latent) decoded in batches
-
-        def flush() -> None:
-            if pending:
-                dec = runner.decode(torch.stack([p[1] for p in pending]), hw)
-                for (index, _), img in zip(pending, dec):
-                    out[index] = img
-                pending.clear()
-
-        for i in range(n - 1):
-            zs = interpolate_latents(z[i], z[i + 1], ts, interpolation)
-            for k in range(r - 1):
-                pending.append((i * r + k + 1, zs[k]))
-                if len(pending) >= batch_size:
-                    flush()
-        flush()
     return out
