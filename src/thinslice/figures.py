@@ -668,7 +668,7 @@ def pipeline_figure(scene: Scene, out_png, title: str = "") -> None:
         ax.set_title(name, fontsize=FONT)
     _letters(axes[0], plane, extent)
     _scale_bar(axes[0], extent[1], extent[2])
-    notes = {("1", "2"): "VAE: decode latents\ninterpolated between\nadjacent real slices",
+    notes = {("1", "2"): "VAE: decode a spline\nthrough the real\nslices' latents",
              ("2", "3"): f"slice model: {scene.geometry.thickness_mm:.3g} mm profile,\n"
                          f"every {_ordinal(scene.geometry.factor)} slice kept",
              ("3", "4"): "SR net trained on\n(3 \u2192 2) pairs,\napplied to 1"}
