@@ -2,9 +2,11 @@
 
 The VAE is trained on the in-plane slices of the real thick-slice scans (all subjects
 together). Its latent is a spatial map (H/2**levels x W/2**levels x latent_channels), so a
-decoded slice keeps its anatomy. For each pair of adjacent real slices the encoder's
-latent means are interpolated at t = k/r (k = 1..r-1) and decoded: the missing slices
-of a synthetic volume with r times as many slices between the real ones.
+decoded slice keeps its anatomy. Besides reconstruction it is taught to interpolate:
+decoding the mix of the latents of two real slices 2..max_gap apart must give the real
+slices between them, the through-plane supervision every thick-slice scan holds. The
+synthetic volume, with r times as many slices, decodes a cubic B-spline through the real
+slices' latent means at every output slice position.
 
 Shapes: a volume is (n_slices, H, W) float32 with the slice axis first, intensities in a
 normalized scale (~[0, 1]); slices go through the network as (batch, 1, H, W).
@@ -54,7 +56,7 @@ class VAEConfig:
     max_gap: int = 3                # the neighbours mixed for that loss lie 2..max_gap real slices apart
     adversarial_weight: float = 0.0  # > 0 adds a PatchGAN discriminator (hinge loss) with this weight
     steps: int = 2000               # optimizer steps in all
-    batch_size: int = 16            # slices (crops) per step
+    batch_size: int = 16            # crops per step (with the interpolation loss: triples of slices)
     crop_size: int = 64             # side of the random square crops, pixels (slices smaller are zero-padded)
     learning_rate: float = 1e-3     # Adam learning rate (constant, so a run can be extended by raising steps)
     ema_decay: float = 0.995        # synthesis uses this moving average of the weights (0: the last weights)
@@ -152,12 +154,6 @@ class SliceVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         y = self.decoder(z)
         return torch.clamp(y, min=self.floor.to(y.dtype))
-
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
-        """Reconstruction, mean, log-variance; `noise` ~ N(0, 1) of the latent's shape samples z."""
-        mean, logvar = self.encode(x)
-        z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise.to(mean.dtype)
-        return self.decode(z), mean, logvar
 
 
 class PatchDiscriminator(nn.Module):
