@@ -45,7 +45,7 @@ GPU_ENV = "torch.yaml"
 # constraints.txt; what thinslice's `eclare` step imports comes with eclare (its Requires-Dist, 1.0.1).
 PEER_ENV = "eclare.yaml"
 PEER_PROVIDES = {"eclare": {"numpy", "scipy", "nibabel", "torch", "tqdm", "matplotlib"}}
-# the kinds of rule the envs are for (DESIGN.md: one env per kind of rule)
+# the kinds of rule the envs are for: one env per kind of rule (imaging, torch, figures)
 EXPECTED_ENV = {
     "fetch_demo": "imaging.yaml", "fetch_ch2": "imaging.yaml", "simulate": "imaging.yaml",
     "prepare": "imaging.yaml", "interpolate": "imaging.yaml", "degrade": "imaging.yaml",

@@ -588,11 +588,7 @@ def synthesize(model: SliceVAE, volume: np.ndarray, r: int, interpolation: str =
     """
     if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 1:
         raise ThinsliceError(f"synthesize: the factor r must be an integer >= 1, got {r!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ThinsliceError(f"unknown latent interpolation {interpolation!r}; choose one of {INTERPOLATIONS}")
     volume = _check_volume(volume)
-    if r == 1 and keep_real_slices:
-        return volume.copy()
     runner = _Runner(model, device, batch_size)
     z, hw = runner.encode(volume)
     out = runner.decode(latent_path(z, int(r), interpolation), hw)
