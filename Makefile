@@ -6,7 +6,7 @@ CORES ?= all
 # extra snakemake options for demo and bench, e.g. SNAKEMAKE_FLAGS="--sdm conda" (brings the ECLARE peer)
 SNAKEMAKE_FLAGS ?=
 
-.PHONY: env demo test bench lint clean
+.PHONY: env demo test bench bench-contention report lint clean
 
 env: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ bench: env
 	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) $(SNAKEMAKE_FLAGS) --configfile config/$$run.yaml || exit 1; \
 	done
 	$(PY) -m thinslice bench-table $(addprefix results/,$(BENCH_RUNS)) --out results/bench.md
+
+# train_sr time alone and beside one busy process, on the prepared ch2-z4 scan
+bench-contention: env
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) $(SNAKEMAKE_FLAGS) \
+	  results/ch2-z4/input/ch2.nii.gz results/ch2-z4/input/ch2.json --configfile config/ch2-z4.yaml
+	$(PY) bench/contention.py results/ch2-z4/input/ch2.nii.gz results/ch2-z4/input/ch2.json
 
 lint: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint

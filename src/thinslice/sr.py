@@ -32,7 +32,7 @@ from torch import nn
 
 from .errors import ThinsliceError
 from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_resumable,
-                       rng_state, save_checkpoint, seed_everything, select_device, set_rng_state)
+                       rng_state, save_checkpoint, seed_everything, select_device, set_rng_state, ThreadTuner)
 
 MODEL_KIND = "thinslice-sr"
 MODEL_VERSION = 1
@@ -334,6 +334,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
             "meta": _plain(meta)})
 
     model.train()
+    tuner = ThreadTuner(dev)
     bar = tqdm(total=config.steps, initial=start, desc="sr", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     for step in range(start, config.steps):
@@ -364,7 +365,9 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
         if done % config.checkpoint_every == 0 or done == config.steps:
             save(done)
         bar.update(1)
+        tuner.step()
     bar.close()
+    tuner.close()
     model.eval()
     return model.cpu()
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -133,3 +134,80 @@ class LossLog:
             csv.writer(f).writerow([step, *(f"{float(losses[c]):.6g}" for c in self.columns[1:])])
             f.flush()
             os.fsync(f.fileno())
+
+
+class ThreadTuner:
+    """Keeps CPU training fast when other processes share its cores.
+
+    torch's OpenMP threads meet at the end of every parallel region, so when a neighbour
+    holds one of the cores, the thread that waits for it stalls the others: with 2 threads
+    on 2 cores beside one busy process a step takes about 3x as long, where 1 thread loses
+    nothing. The tuner times windows of steps (`window_s` seconds each); every
+    `probe_every` windows it times one window at the next thread count down or up the
+    ladder n, n/2, n/4, ..., 1 and keeps it when it steps faster. The count so follows the
+    free cores as neighbours come and go, at a cost of a few percent on an idle machine.
+    On CUDA, or with one thread, it does nothing.
+    """
+
+    def __init__(self, device: torch.device, window_s: float = 2.0, probe_every: int = 10,
+                 log=sys.stderr):
+        n = torch.get_num_threads()
+        self.ladder = [n]
+        while self.ladder[-1] > 1:
+            self.ladder.append(self.ladder[-1] // 2)
+        self.enabled = device.type == "cpu" and n > 1
+        self.window_s, self.probe_every, self.log = window_s, probe_every, log
+        self.current = 0              # index into the ladder
+        self.probe: int | None = None  # index being timed, if any
+        self.step_time: dict[int, float] = {}
+        self.windows = probe_every - 1  # first probe after one window: a busy machine is found early
+        self.down = True              # direction of the next probe
+        self._start_window()
+
+    def _start_window(self) -> None:
+        self.t0 = None   # the first step of a window is not timed: it pays for any thread change
+        self.steps = 0
+
+    def _use(self, index: int) -> None:
+        torch.set_num_threads(self.ladder[index])
+        self._start_window()
+
+    def step(self) -> None:
+        """Call once after every training step."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = now
+            return
+        self.steps += 1
+        elapsed = now - self.t0
+        if elapsed < self.window_s or self.steps < 3:
+            return
+        per_step = elapsed / self.steps
+        if self.probe is not None:
+            probe, self.probe = self.probe, None
+            if per_step < 0.95 * self.step_time[self.current]:
+                print(f"CPU threads {self.ladder[self.current]} -> {self.ladder[probe]}: "
+                      f"{self.step_time[self.current] / per_step:.2f}x faster steps", file=self.log)
+                self.current = probe
+            self.step_time[probe] = per_step
+            self._use(self.current)
+            return
+        self.step_time[self.current] = per_step
+        self.windows += 1
+        candidates = [i for i in (self.current + 1, self.current - 1) if 0 <= i < len(self.ladder)]
+        if self.windows >= self.probe_every and candidates:
+            self.windows = 0
+            down = [i for i in candidates if i > self.current]
+            up = [i for i in candidates if i < self.current]
+            self.probe = (down if (self.down and down) or not up else up)[0]
+            self.down = not self.down
+            self._use(self.probe)
+        else:
+            self._start_window()
+
+    def close(self) -> None:
+        """Give back the thread count the training started with."""
+        if self.enabled:
+            torch.set_num_threads(self.ladder[0])

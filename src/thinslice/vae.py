@@ -28,7 +28,7 @@ from torch import nn
 from .errors import ThinsliceError
 from .interpolate import interpolation_matrix
 from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_checkpoint, load_resumable,
-                       rng_state, save_checkpoint, seed_everything, select_device, set_rng_state)
+                       rng_state, save_checkpoint, seed_everything, select_device, set_rng_state, ThreadTuner)
 
 KIND = "thinslice-vae"
 RECON_LOSSES = ("l1", "l2")
@@ -347,6 +347,7 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
     sums = dict.fromkeys(LOSS_COLUMNS, 0.0)
     n_sum = 0
     model.train()
+    tuner = ThreadTuner(dev)
     bar = tqdm(total=config.steps, initial=step, desc="vae", file=sys.stderr, disable=not progress,
                mininterval=0.5 if sys.stderr.isatty() else 15.0)  # a log file gets a line every 15 s
     while step < config.steps:
@@ -419,7 +420,9 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
             n_sum = 0
         if step % config.checkpoint_every == 0 or step == config.steps:
             save()
+        tuner.step()
     bar.close()
+    tuner.close()
     return ema.eval()
 
 
