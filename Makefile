@@ -1,10 +1,15 @@
 # make demo : environment + the real-knee demo     make test  : environment + tests
 # make bench: the ground-truth benchmarks ch2-z4, -z2, -z6 and their table   make clean : remove outputs
+# make report [CONFIG=config/ch2-z4.yaml]: the HTML report of a finished run, in results/<run>/report.html
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= all
 # extra snakemake options for demo and bench, e.g. SNAKEMAKE_FLAGS="--sdm conda" (brings the ECLARE peer)
 SNAKEMAKE_FLAGS ?=
+# where pip gets torch: empty = pip's own configuration (on Linux, PyPI's torch is the CUDA build);
+# CPU only: TORCH_INDEX=https://download.pytorch.org/whl/cpu ; CUDA 12.6: .../whl/cu126
+TORCH_INDEX ?=
+CONFIG ?= config/config.yaml
 
 .PHONY: env demo test bench bench-contention report lint clean
 
@@ -13,6 +18,7 @@ env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet -c constraints.txt torch --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[workflow,dev]"
 	touch $@
 
@@ -35,6 +41,10 @@ bench-contention: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) $(SNAKEMAKE_FLAGS) \
 	  results/ch2-z4/input/ch2.nii.gz results/ch2-z4/input/ch2.json --configfile config/ch2-z4.yaml
 	$(PY) bench/contention.py results/ch2-z4/input/ch2.nii.gz results/ch2-z4/input/ch2.json
+
+report: env
+	run=$$($(PY) -c "import yaml; print(yaml.safe_load(open('$(CONFIG)'))['run'])") && \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 1 --configfile $(CONFIG) --report results/$$run/report.html
 
 lint: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint

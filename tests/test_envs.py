@@ -15,6 +15,7 @@ There is no conda here: whether conda-forge solves the envs is checked with
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 import sys
@@ -181,19 +182,11 @@ def workflow_rules() -> dict[str, dict]:
 
 @lru_cache(maxsize=None)
 def cli_handlers() -> dict[str, str]:
-    """Subcommand -> handler function name, from build_parser's add_parser/set_defaults pairs."""
-    tree = ast.parse((PKG / "cli.py").read_text())
-    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_parser")
-    handlers, current = {}, None
-    for stmt in build.body:
-        for call in [n for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]:
-            if call.func.attr == "add_parser" and call.args and isinstance(call.args[0], ast.Constant):
-                current = call.args[0].value
-            elif call.func.attr == "set_defaults" and current:
-                for kw in call.keywords:
-                    if kw.arg == "func" and isinstance(kw.value, ast.Name):
-                        handlers[current] = kw.value.id
-    return handlers
+    """Subcommand -> handler function name, from the command line's own parser."""
+    from thinslice.cli import build_parser
+
+    steps = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: parser.get_default("func").__name__ for name, parser in steps.choices.items()}
 
 
 class ModuleInfo:

@@ -15,6 +15,7 @@ import pytest
 from conftest import job_stats, oblique_affine, snakemake
 from thinslice import figures
 from thinslice.cli import main
+from thinslice.errors import INPUT_ERROR
 from thinslice.degrade import degrade
 from thinslice.errors import ThinsliceError
 from thinslice.geometry import Geometry, lr_affine, output_affine
@@ -144,8 +145,8 @@ def test_cli_draws_every_kind(subject, tmp_path):
         out = tmp_path / f"{kind}.png"
         assert main(["figure", "--kind", kind, *args, "--title", "run: s", "--out", str(out)]) == 0, kind
         assert out.read_bytes()[:8] == PNG_MAGIC
-    assert main(["figure", "--kind", "errors", *common, "--out", str(tmp_path / "x.png")]) == 2  # no truth
-    assert main(["figure", "--kind", "training", "--losses", "vae", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["figure", "--kind", "errors", *common, "--out", str(tmp_path / "x.png")]) == INPUT_ERROR  # no truth
+    assert main(["figure", "--kind", "training", "--losses", "vae", "--out", str(tmp_path / "x.png")]) == INPUT_ERROR
     assert not (tmp_path / "x.png").exists()
 
 

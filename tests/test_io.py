@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from conftest import oblique_affine, rotation
 
 from thinslice.cli import main
-from thinslice.errors import ThinsliceError
+from thinslice.errors import INPUT_ERROR, ThinsliceError
 from thinslice.io import atomic_path, load_volume, save_volume
 from thinslice.volume import Volume
 
@@ -199,7 +199,7 @@ def test_bad_input_is_one_clear_line_naming_the_file(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_cli_prepare_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys, case):
+def test_cli_prepare_bad_input_is_an_input_error_and_leaves_nothing(tmp_path, capsys, case):
     make, words = BAD_INPUTS[case]
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -209,7 +209,7 @@ def test_cli_prepare_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys, case
     targets = [out / "img.nii.gz", out / "geom.json", out / "mask.nii.gz"]
     rc = main(["prepare", "--input", str(path), "--factor", "2", "--out-image", str(targets[0]),
                "--out-geometry", str(targets[1]), "--out-mask", str(targets[2])])
-    assert rc == 2
+    assert rc == INPUT_ERROR
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err

@@ -12,7 +12,7 @@ import pytest
 
 from thinslice.cli import main
 from thinslice.degrade import degrade
-from thinslice.errors import ThinsliceError
+from thinslice.errors import INPUT_ERROR, ThinsliceError
 from thinslice.evaluate import COLUMNS, collect, evaluate, write_row
 from thinslice.geometry import Geometry, lr_affine, output_affine
 from thinslice.normalize import foreground_mask, robust_range
@@ -108,7 +108,7 @@ def test_cli_prepare_non_integer_factor(tmp_path, anatomical_path, capsys):
     img, geo, msk = _outs(out)
     rc = main(["prepare", "--input", str(anatomical_path), "--slice-axis", "2", "--target-spacing", "0.75",
                "--out-image", str(img), "--out-geometry", str(geo), "--out-mask", str(msk)])
-    assert rc == 2
+    assert rc == INPUT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("thinslice: error: ") and "not an integer" in err[0]
     assert list(out.iterdir()) == []

@@ -380,7 +380,7 @@ def test_a_failed_job_is_retried_once_then_the_run_fails(tmp_path, anatomical_pa
     assert attempts == ["1", "2"], attempts
     assert "SLURM status is: 'FAILED'" in text, text[-3000:]
     log = (project / "logs/frac/prepare/t1.log").read_text()
-    assert "thinslice: error:" in log and "not an integer" in log
+    assert "thinslice prepare: error:" in log and "not an integer" in log
 
 
 # ---------------------------------------------------------------------------------------------

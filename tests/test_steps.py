@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from thinslice.cli import main
+from thinslice.errors import INPUT_ERROR
 from thinslice.geometry import output_affine
 from thinslice.prepare import prepare, simulate
 
@@ -48,12 +49,52 @@ def test_infer_without_workflow_lands_on_the_output_grid(trained, tmp_path):
 
 def test_infer_refuses_a_scan_of_another_spacing(trained, anatomical_path, tmp_path, capsys):
     out = tmp_path / "no.nii.gz"
-    assert main(["infer", "--model", str(trained / "sr.pt"), str(anatomical_path), str(out)]) == 2
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(anatomical_path), str(out)]) == INPUT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit model" in err[0] and "4 mm" in err[0]
     assert not out.exists()
 
 
 def test_infer_refuses_a_file_that_is_no_model(trained, tmp_path, capsys):
-    assert main(["infer", "--model", str(trained / "loss.csv"), str(trained / "lr.nii.gz"), str(tmp_path / "o.nii.gz")]) == 2
+    assert main(["infer", "--model", str(trained / "loss.csv"), str(trained / "lr.nii.gz"), str(tmp_path / "o.nii.gz")]) == INPUT_ERROR
     assert "not a thinslice SR model" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the Python API
+
+def test_python_api_gives_what_infer_writes(trained, tmp_path):
+    import thinslice
+
+    out = tmp_path / "cli.nii.gz"
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(trained / "lr.nii.gz"), str(out), "--threads", "1"]) == 0
+    written = nib.load(str(out))
+    in_memory = thinslice.upsample(nib.load(str(trained / "lr.nii.gz")), model=trained / "sr.pt")
+    from_path = thinslice.upsample(str(trained / "lr.nii.gz"), model=str(trained / "sr.pt"))
+    for img in (in_memory, from_path):
+        assert isinstance(img, nib.Nifti1Image) and img.shape == written.shape
+        np.testing.assert_allclose(img.affine, written.affine, atol=1e-9)
+        np.testing.assert_allclose(img.get_fdata(), written.get_fdata(), rtol=1e-5, atol=1e-3)
+
+
+def test_python_api_interpolates_like_the_workflow_step(trained, tmp_path):
+    import thinslice
+
+    out = tmp_path / "cubic.nii.gz"
+    assert main(["upsample", "--method", "cubic", "--image", str(trained / "in.nii.gz"),
+                 "--geometry", str(trained / "in.json"), "--out", str(out)]) == 0
+    img = thinslice.upsample(nib.load(str(trained / "lr.nii.gz")), method="cubic", factor=2)
+    np.testing.assert_allclose(img.affine, nib.load(str(out)).affine, atol=1e-9)
+    np.testing.assert_allclose(img.get_fdata(), nib.load(str(out)).get_fdata(), rtol=1e-5, atol=1e-3)
+
+
+def test_python_api_errors(trained, anatomical_path):
+    import thinslice
+
+    with pytest.raises(thinslice.ThinsliceError, match="does not fit model"):
+        thinslice.upsample(nib.load(str(anatomical_path)), model=trained / "sr.pt", slice_axis=2)
+    with pytest.raises(thinslice.ThinsliceError, match="brings its own factor"):
+        thinslice.upsample(str(trained / "lr.nii.gz"), model=trained / "sr.pt", factor=2)
+    with pytest.raises(thinslice.ThinsliceError, match="nibabel image or a path"):
+        thinslice.upsample(np.zeros((4, 4, 4)))
+    with pytest.raises(thinslice.ThinsliceError, match="'linear' or 'cubic'"):
+        thinslice.upsample(str(trained / "lr.nii.gz"), method="sinc", factor=2)

@@ -9,6 +9,8 @@ PYTHONPATH prefix the Snakefile sets (the package is not installed for these run
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -329,8 +331,46 @@ def test_non_integer_factor_fails_in_prepare_and_leaves_nothing(tmp_path, tiny_d
     assert done.returncode != 0, output_tail(done)
     log = (tmp_path / "logs" / "frac" / "prepare" / "t1.log").read_text().strip().splitlines()
     assert len(log) == 1, log
-    assert log[0].startswith("thinslice: error: data/gt.nii.gz:")
+    assert log[0].startswith("thinslice prepare: error: data/gt.nii.gz:")
     assert "not an integer" in log[0] and "0.75" in log[0]
+    assert log[0] in done.stderr.splitlines(), output_tail(done)   # on the console too, not only in the log
     inputs = tmp_path / "results" / "frac" / "input"
     assert not inputs.exists() or list(inputs.iterdir()) == []
     assert not (tmp_path / "results" / "frac" / "cubic").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the results folder cannot be written: one line before any job
+
+
+@pytest.mark.parametrize("blocker", ["file", "read_only"])
+def test_an_unwritable_results_folder_fails_before_any_job(tmp_path, tiny_data, blocker):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "gt.nii.gz").symlink_to(tiny_data)
+    _write_sheet(tmp_path / "samples.tsv", ["subject", "path"], [["t1", "data/gt.nii.gz"]])
+    _write_config(tmp_path / "cfg.yaml", "run: blocked\nsamples: samples.tsv\nmethods: [cubic]")
+    results = tmp_path / "results"
+    if blocker == "file":
+        results.mkdir()
+        (results / "blocked").write_text("a stray file")
+        words = ["results/blocked is a file", "move or rename"]
+    else:
+        results.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(results)],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            if os.geteuid() == 0:
+                pytest.skip("root writes any folder, and no read-only tmpfs can be mounted here")
+            results.chmod(0o555)
+        words = ["results is not writable", "read-only"]
+    try:
+        done = snakemake(tmp_path, "--cores", "1", "--configfile", "cfg.yaml", timeout=120)
+    finally:
+        if blocker == "read_only":
+            subprocess.run(["umount", str(results)], capture_output=True)
+            results.chmod(0o755)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0
+    for w in words:
+        assert w in text, (w, text[-3000:])
+    assert "localrule" not in text and not (tmp_path / "logs").exists()

@@ -11,6 +11,8 @@ import csv
 import math
 from pathlib import Path
 
+from .errors import ThinsliceError
+
 # Reading order of the table: baselines, stage 1, the SR pair sources, the upper bound, the peer.
 METHOD_ORDER = ["linear", "cubic", "vae", "sr_vae", "sr_self", "sr_both", "sr_supervised", "eclare"]
 
@@ -35,7 +37,7 @@ def read_benchmark(path: Path) -> dict:
     with path.open() as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if not rows:
-        raise ValueError(f"{path}: empty benchmark file")
+        raise ThinsliceError(f"{path}: empty benchmark file; rerun the job that writes it")
     row = rows[-1]
     rss = row.get("max_rss", "NA")
     return {"s": float(row["s"]), "max_rss": float(rss) if rss not in ("NA", "", "-") else math.nan}
@@ -55,6 +57,9 @@ def run_table(run_dir: str | Path) -> list[dict]:
     """One row per method of a run: mean PSNR/SSIM over subjects, training and inference
     seconds (summed over jobs), peak memory (MB, the largest job)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "metrics.csv").exists():
+        raise ThinsliceError(f"{run_dir}: no metrics.csv, the run has not finished; run its workflow first "
+                             f"(snakemake --cores all --configfile config/<run>.yaml)")
     with (run_dir / "metrics.csv").open() as f:
         metrics = list(csv.DictReader(f))
     rows = []

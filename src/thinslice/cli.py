@@ -1,12 +1,16 @@
 """The `thinslice` command line: one subcommand per workflow step, the same ones the
-Snakemake rules call. Errors a user can fix print as one line and exit with status 2."""
+Snakemake rules call. Errors a user can fix print as one line; exit status 0 success,
+1 internal error, 2 usage error, 3 input error, 4 file error (disk full, read-only,
+permissions)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
-from .errors import ThinsliceError
+from . import __version__
+from .errors import FILE_ERROR, INPUT_ERROR, INTERNAL_ERROR, OK, ThinsliceError, file_error_message
 
 
 def _fetch_demo(a):
@@ -152,70 +156,85 @@ def _bench_table(a):
             Path(tmp).write_text(text)
 
 
-def _threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's own choice)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="thinslice", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"thinslice {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="STEP")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log", metavar="FILE",
+                        help="write everything the step prints to FILE; the console gets only progress "
+                             "lines and the one-line error (how the workflow runs each step)")
+    torch_options = argparse.ArgumentParser(add_help=False, parents=[common])
+    torch_options.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    torch_options.add_argument("--threads", type=int, default=None,
+                               help="at most this many CPU threads for torch (default: torch's choice); "
+                                    "training uses fewer while other processes hold cores")
 
-    s = sub.add_parser("fetch-demo", help="download the real-knee demo (PyPI mskt==0.1.22) and extract its DICOM series")
+    def step(name: str, func, help: str, torch: bool = False) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help, parents=[torch_options if torch else common])
+        s.set_defaults(func=func)
+        return s
+
+    slice_model = dict(choices=["gaussian", "box", "skip"], default="gaussian",
+                       help="slice profile of the acquisition: gaussian (FWHM = thickness), box, or skip "
+                            "(no blur, slices picked) (default: gaussian)")
+
+    s = step("fetch-demo", _fetch_demo, "download the real-knee demo (PyPI mskt==0.1.22) and extract its DICOM series")
     s.add_argument("--out", required=True, help="folder for the DICOM files")
     s.add_argument("--cache", required=True, help="folder that keeps the downloaded archive")
-    s.set_defaults(func=_fetch_demo)
 
-    s = sub.add_parser("fetch-ch2", help="copy the Colin27 ground truth ch2.nii.gz (Debian mricron-data)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--system-path", default="/usr/share/mricron/templates/ch2.nii.gz")
-    s.set_defaults(func=_fetch_ch2)
+    s = step("fetch-ch2", _fetch_ch2, "copy the Colin27 ground truth ch2.nii.gz (Debian mricron-data)")
+    s.add_argument("--out", required=True, help="where to write ch2.nii.gz")
+    s.add_argument("--system-path", default="/usr/share/mricron/templates/ch2.nii.gz",
+                   help="the installed copy, used when present (default: %(default)s)")
 
-    s = sub.add_parser("simulate", help="simulate a thick-slice scan from an HR ground truth")
-    s.add_argument("--truth", required=True)
-    s.add_argument("--out-lr", required=True)
-    s.add_argument("--out-truth", required=True)
-    s.add_argument("--axis", type=int, required=True)
-    s.add_argument("--factor", type=int, required=True)
-    s.add_argument("--profile", choices=["gaussian", "box", "skip"], default="gaussian")
+    s = step("simulate", _simulate, "simulate a thick-slice scan from a high-resolution ground truth")
+    s.add_argument("--truth", required=True, help="the high-resolution volume")
+    s.add_argument("--out-lr", required=True, help="the simulated thick-slice scan (NIfTI)")
+    s.add_argument("--out-truth", required=True, help="the truth cropped to the output grid (NIfTI)")
+    s.add_argument("--axis", type=int, required=True, choices=[0, 1, 2], help="slice axis")
+    s.add_argument("--factor", type=int, required=True, help="keep every FACTOR-th slice")
+    s.add_argument("--profile", choices=["gaussian", "box", "skip"], default="gaussian",
+                   help="slice profile (default: gaussian)")
     s.add_argument("--fwhm", type=float, required=True, help="slice thickness (profile width) in mm")
-    s.set_defaults(func=_simulate)
 
-    s = sub.add_parser("prepare", help="read a scan; write its volume, geometry record and mask")
+    s = step("prepare", _prepare, "read a scan; write its volume, geometry record and foreground mask")
     s.add_argument("--input", required=True, help="NIfTI, NRRD, MHA or a DICOM series folder")
     s.add_argument("--echo", type=int, help="1-based echo of a multi-echo DICOM series")
-    s.add_argument("--slice-axis", type=int, choices=[0, 1, 2])
+    s.add_argument("--slice-axis", type=int, choices=[0, 1, 2],
+                   help="the thick-slice axis (default: the axis of largest spacing)")
     s.add_argument("--thickness", type=float, help="slice thickness in mm (default: DICOM header, else spacing)")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--factor", type=int)
+    g.add_argument("--factor", type=int, help="upsampling factor along the slice axis")
     g.add_argument("--target-spacing", type=float, help="output slice spacing in mm")
-    s.add_argument("--out-image", required=True)
-    s.add_argument("--out-geometry", required=True)
-    s.add_argument("--out-mask", required=True)
-    s.set_defaults(func=_prepare)
+    s.add_argument("--out-image", required=True, help="the volume as read (NIfTI)")
+    s.add_argument("--out-geometry", required=True, help="its geometry record (JSON)")
+    s.add_argument("--out-mask", required=True, help="its foreground mask (NIfTI)")
 
-    s = sub.add_parser("upsample", help="interpolate along the slice axis onto the output grid")
-    s.add_argument("--method", choices=["linear", "cubic"], required=True)
-    s.add_argument("--image", required=True)
-    s.add_argument("--geometry", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=_upsample)
+    s = step("upsample", _upsample, "interpolate along the slice axis onto the output grid")
+    s.add_argument("--method", choices=["linear", "cubic"], required=True, help="linear, or cubic B-spline")
+    s.add_argument("--image", required=True, help="prepared LR volume (input/<subject>.nii.gz)")
+    s.add_argument("--geometry", required=True, help="its geometry record (input/<subject>.json)")
+    s.add_argument("--out", required=True, help="output NIfTI")
 
-    s = sub.add_parser("evaluate", help="metrics of one output (PSNR/SSIM when a truth is given)")
-    for k in ("output", "image", "geometry", "mask", "subject", "method", "out"):
-        s.add_argument(f"--{k}", required=True)
-    s.add_argument("--truth")
-    s.set_defaults(func=_evaluate)
+    s = step("evaluate", _evaluate, "metrics of one output (PSNR and SSIM when a truth is given)")
+    s.add_argument("--output", required=True, help="the method's output volume")
+    s.add_argument("--image", required=True, help="the prepared LR volume it was made from")
+    s.add_argument("--geometry", required=True, help="its geometry record")
+    s.add_argument("--mask", required=True, help="its foreground mask")
+    s.add_argument("--subject", required=True, help="subject name, for the row")
+    s.add_argument("--method", required=True, help="method name, for the row")
+    s.add_argument("--truth", help="ground truth volume, on any grid")
+    s.add_argument("--out", required=True, help="the row (JSON)")
 
-    s = sub.add_parser("collect", help="gather metric rows into metrics.csv and a per-method summary")
-    s.add_argument("rows", nargs="+")
-    s.add_argument("--out", required=True)
-    s.add_argument("--summary-csv", required=True)
-    s.add_argument("--summary-md", required=True)
+    s = step("collect", _collect, "gather metric rows into metrics.csv and a per-method summary")
+    s.add_argument("rows", nargs="+", help="rows written by evaluate")
+    s.add_argument("--out", required=True, help="metrics.csv")
+    s.add_argument("--summary-csv", required=True, help="mean and sd per method (CSV)")
+    s.add_argument("--summary-md", required=True, help="the same as a Markdown table")
     s.add_argument("--skipped", nargs="*", default=[], help="'METHOD: why' of each method that did not run")
-    s.set_defaults(func=_collect)
 
-    s = sub.add_parser("figure", help="a figure of a run: reformats, errors, profile, pipeline, metrics, training")
+    s = step("figure", _figure, "a figure of a run: reformats, errors, profile, pipeline, metrics, training")
     s.add_argument("--kind", choices=["reformats", "errors", "profile", "pipeline", "metrics", "training"],
                    default="reformats", help="which figure (default: reformats)")
     s.add_argument("--image", help="the subject's prepared LR volume (input/<subject>.nii.gz)")
@@ -227,102 +246,100 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--degraded", help="pipeline: the synthetic HR degraded onto the LR grid")
     s.add_argument("--metrics", help="metrics: the run's metrics.csv")
     s.add_argument("--losses", nargs="+", help="training: NAME=CSV loss logs, e.g. vae=models/vae_loss.csv")
-    s.add_argument("--title", default="")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=_figure)
+    s.add_argument("--title", default="", help="title above the figure")
+    s.add_argument("--out", required=True, help="output PNG")
 
-    s = sub.add_parser("train-vae", help="stage 1: train the slice VAE on every subject's real LR scan")
+    s = step("train-vae", _train_vae, "stage 1: train the slice VAE on every subject's real LR scan", torch=True)
     s.add_argument("--images", nargs="+", required=True, help="prepared LR volumes")
     s.add_argument("--geometries", nargs="+", required=True, help="their geometry records")
-    s.add_argument("--options", help="VAE settings as a JSON object (see the config schema, key 'vae')")
+    s.add_argument("--options", help="VAE settings as a JSON object (see the config schema, key 'vae.train')")
     s.add_argument("--checkpoint", required=True, help="training checkpoint; training resumes from it")
-    s.add_argument("--loss-csv", required=True)
-    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    s.add_argument("--loss-csv", required=True, help="loss log (CSV)")
     s.add_argument("--out", required=True, help="model file")
-    _threads_option(s)
-    s.set_defaults(func=_train_vae)
 
-    s = sub.add_parser("synthesize", help="stage 1: the VAE's synthetic thin-slice volume of one subject")
-    s.add_argument("--model", required=True)
-    s.add_argument("--image", required=True)
-    s.add_argument("--geometry", required=True)
+    s = step("synthesize", _synthesize, "stage 1: the VAE's synthetic thin-slice volume of one subject", torch=True)
+    s.add_argument("--model", required=True, help="VAE model file (train-vae --out)")
+    s.add_argument("--image", required=True, help="prepared LR volume")
+    s.add_argument("--geometry", required=True, help="its geometry record")
     s.add_argument("--interpolation", choices=["cubic", "linear", "slerp"], default="cubic",
                    help="latent path between the real slices: a cubic B-spline through all of them, or "
-                        "linear / spherical between neighbours")
+                        "linear / spherical between neighbours (default: cubic)")
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
                    help="put the real slices at positions i*r (default: decode them too, so every slice "
                         "has the decoder's texture)")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--out", required=True)
-    _threads_option(s)
-    s.set_defaults(func=_synthesize)
+    s.add_argument("--out", required=True, help="output NIfTI")
 
-    s = sub.add_parser("degrade", help="stage 2: degrade a synthetic volume onto the real LR grid")
-    s.add_argument("--hr", required=True)
-    s.add_argument("--geometry", required=True)
-    s.add_argument("--slice-model", choices=["gaussian", "box", "skip"], default="gaussian")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=_degrade)
+    s = step("degrade", _degrade, "stage 2: degrade a synthetic volume onto the real LR grid")
+    s.add_argument("--hr", required=True, help="synthetic thin-slice volume")
+    s.add_argument("--geometry", required=True, help="geometry record of the real scan")
+    s.add_argument("--slice-model", **slice_model)
+    s.add_argument("--out", required=True, help="output NIfTI")
 
-    s = sub.add_parser("train-sr", help="stage 2: train the SR network on degraded/HR pairs")
+    s = step("train-sr", _train_sr, "stage 2: train the SR network on degraded/HR pairs", torch=True)
     s.add_argument("--source", choices=["vae", "self", "supervised", "both"], required=True,
                    help="vae: synthetic volumes (the paper); self: the scans' in-plane axes; "
                         "supervised: ground truths (upper bound); both: vae + self")
-    s.add_argument("--images", nargs="+", required=True)
-    s.add_argument("--geometries", nargs="+", required=True)
+    s.add_argument("--images", nargs="+", required=True, help="prepared LR volumes")
+    s.add_argument("--geometries", nargs="+", required=True, help="their geometry records")
     s.add_argument("--targets", nargs="*", help="HR volumes (synthetic or truth), one per image")
-    s.add_argument("--slice-model", choices=["gaussian", "box", "skip"], default="gaussian")
-    s.add_argument("--options", help="SR settings as a JSON object (see the config schema, key 'sr')")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--loss-csv", required=True)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--slice-model", **slice_model)
+    s.add_argument("--options", help="SR settings as a JSON object (see the config schema, key 'sr.train')")
+    s.add_argument("--checkpoint", required=True, help="training checkpoint; training resumes from it")
+    s.add_argument("--loss-csv", required=True, help="loss log (CSV)")
     s.add_argument("--out", required=True, help="model file")
-    _threads_option(s)
-    s.set_defaults(func=_train_sr)
 
-    s = sub.add_parser("infer", help="apply a trained SR model to a scan: thinslice infer --model M in.nii.gz out.nii.gz")
-    s.add_argument("--model", required=True)
+    s = step("infer", _infer, "apply a trained SR model to a scan: thinslice infer --model M in.nii.gz out.nii.gz",
+             torch=True)
+    s.add_argument("--model", required=True, help="SR model file (train-sr --out)")
     s.add_argument("input", help="NIfTI, NRRD, MHA, or a prepared volume with --geometry")
     s.add_argument("output", help="output NIfTI")
     s.add_argument("--geometry", help="geometry record of a prepared volume (inside the workflow)")
-    s.add_argument("--slice-axis", type=int, choices=[0, 1, 2])
+    s.add_argument("--slice-axis", type=int, choices=[0, 1, 2],
+                   help="the thick-slice axis (default: the axis of largest spacing)")
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
-                   help="put the real slices back at positions i*r")
-    s.add_argument("--device", default="auto")
-    _threads_option(s)
-    s.set_defaults(func=_infer)
+                   help="put the real slices back at positions i*r (default: no)")
 
-    s = sub.add_parser("eclare", help="the ECLARE peer method on a prepared scan (runs the separate run-eclare)")
+    s = step("eclare", _eclare, "the ECLARE peer method on a prepared scan (runs the separate run-eclare)",
+             torch=True)
     s.add_argument("--image", required=True, help="prepared LR volume (input/<subject>.nii.gz)")
     s.add_argument("--geometry", required=True, help="its geometry record")
     s.add_argument("--out", required=True, help="output NIfTI on the output grid")
     s.add_argument("--command", default="run-eclare", help="ECLARE's command (default: run-eclare on PATH)")
-    s.add_argument("--slice-model", choices=["gaussian", "box", "skip"], default="gaussian")
-    s.add_argument("--n-patches", type=int, default=1_000_000, help="training patches (ECLARE's default)")
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--device", default="auto")
-    _threads_option(s)
-    s.set_defaults(func=_eclare)
+    s.add_argument("--slice-model", **slice_model)
+    s.add_argument("--n-patches", type=int, default=1_000_000, help="training patches (default: ECLARE's 1000000)")
+    s.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")
 
-    s = sub.add_parser("bench-table", help="print the benchmark table of finished runs")
+    s = step("bench-table", _bench_table, "print the benchmark table of finished runs")
     s.add_argument("runs", nargs="+", help="run folders, e.g. results/ch2-z4")
     s.add_argument("--out", help="also write the table (Markdown) here")
-    s.set_defaults(func=_bench_table)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None):
-        import torch
+    from . import progress
 
-        torch.set_num_threads(max(1, args.threads))
+    args = build_parser().parse_args(argv)
     try:
+        if args.log:
+            progress.log_to(args.log, f"thinslice {args.command}")
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(max(1, args.threads))
         args.func(args)
     except ThinsliceError as exc:
-        print(f"thinslice: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        progress.say(f"error: {exc}")
+        return INPUT_ERROR
+    except OSError as exc:
+        progress.say(f"error: {file_error_message(exc)}")
+        return FILE_ERROR
+    except Exception as exc:
+        if not progress.logging_to_file():
+            raise
+        traceback.print_exc()
+        progress.say(f"internal error ({type(exc).__name__}: {exc}); the traceback is in {args.log}")
+        return INTERNAL_ERROR
+    return OK
 
 
 if __name__ == "__main__":

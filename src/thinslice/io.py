@@ -20,18 +20,26 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    """Yield a temporary path beside `path`; rename it onto `path` only on success.
+
+    A failed write leaves nothing behind, and its OSError names `path` (a write to a full
+    disk names no file, and the temporary's name would mean nothing to a user)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(path.suffixes) or ".tmp"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -51,13 +59,18 @@ def _suffix(path: Path) -> str:
 
 def read_nifti(path: str | Path) -> Volume:
     """A 3D NIfTI as a Volume (a trailing axis of length 1 is dropped); no input checks."""
-    img = nib.load(str(path))
+    return nifti_volume(nib.load(str(path)), str(path))
+
+
+def nifti_volume(img, source: str) -> Volume:
+    """A nibabel image (NIfTI or any image with an affine) as a Volume; a trailing axis of
+    length 1 is dropped; no input checks."""
     data = np.asanyarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 4:
         raise ThinsliceError(
-            f"{path}: 4D image of shape {data.shape}; split it into 3D volumes first "
+            f"{source}: 4D image of shape {data.shape}; split it into 3D volumes first "
             f"(e.g. one file per echo or time point)")
     return Volume(np.asarray(data, dtype=np.float32), img.affine)
 
@@ -132,9 +145,14 @@ def check_volume(vol: Volume, source: str) -> None:
 
 def save_volume(vol: Volume, path: str | Path) -> None:
     """Write a float32 NIfTI with qform and sform set to the affine; atomic."""
+    with atomic_path(path) as tmp:
+        nib.save(nifti_image(vol), tmp)
+
+
+def nifti_image(vol: Volume) -> nib.Nifti1Image:
+    """A float32 NIfTI image with qform and sform set to the affine, units mm."""
     img = nib.Nifti1Image(np.asarray(vol.data, dtype=np.float32), vol.affine)
     img.set_qform(vol.affine, code=1)
     img.set_sform(vol.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(path) as tmp:
-        nib.save(img, tmp)
+    return img

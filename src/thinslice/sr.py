@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from torch import nn
 from .errors import ThinsliceError
 from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_resumable,
                        rng_state, save_checkpoint, seed_everything, select_device, set_rng_state, ThreadTuner)
+from .progress import Progress
 
 MODEL_KIND = "thinslice-sr"
 MODEL_VERSION = 1
@@ -301,8 +301,6 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
     Returns the trained network (eval mode, on the CPU). On the CPU a resumed run ends with
     the same weights as an uninterrupted one (model, optimiser, sampler and RNG restored).
     """
-    from tqdm import tqdm
-
     dev = select_device(device)
     configure_device(dev)
     meta = dict(meta or {})
@@ -335,8 +333,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
 
     model.train()
     tuner = ThreadTuner(dev)
-    bar = tqdm(total=config.steps, initial=start, desc="sr", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True, mininterval=1.0)
+    bar = Progress(config.steps, "train sr", initial=start, enabled=progress)
     for step in range(start, config.steps):
         lr = _lr_at(step, config)
         for group in opt.param_groups:
@@ -451,7 +448,7 @@ def _round_up(x: int, g: int) -> int:
 
 @torch.no_grad()
 def _run_windows(model: SRNet, vol: np.ndarray, patch: int, overlap: int | None, dev: torch.device,
-                 batch_size: int) -> np.ndarray:
+                 batch_size: int, desc: str = "apply sr") -> np.ndarray:
     """Apply the net over `vol` laid out (batch-like axes..., spatial axes..., degraded last).
 
     2D: vol (C, W, H): windows over (W, H), all C images of a window batched.
@@ -492,8 +489,12 @@ def _run_windows(model: SRNet, vol: np.ndarray, patch: int, overlap: int | None,
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(dev)
-        return model(x)[:, 0].float().cpu().numpy()
+        y = model(x)[:, 0].float().cpu().numpy()
+        bar.update(1)
+        return y
 
+    batches = len(starts) * -(-vol.shape[0] // batch_size) if model.dims == 2 else -(-len(starts) // batch_size)
+    bar = Progress(batches, desc, unit="batch")
     if model.dims == 2:
         for st, w in zip(starts, weight_of):
             region = (slice(None),) + tuple(slice(int(s), int(s) + z) for s, z in zip(st, sizes))
@@ -506,6 +507,7 @@ def _run_windows(model: SRNet, vol: np.ndarray, patch: int, overlap: int | None,
             y = run(np.stack([vol[r] for r in regions]))
             for r, yi, w in zip(regions, y, weight_of[b0:b0 + batch_size]):
                 out[r] += yi * w
+    bar.close()
     out /= wsum[None] if model.dims == 2 else wsum
     return out[..., :h]
 
@@ -550,10 +552,11 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
         if model.dims == 2:
             result = np.zeros(vol.shape, dtype=np.float32)
             others = [a for a in range(3) if a != slice_axis]
-            for b in others:
+            for n, b in enumerate(others, start=1):
                 c = 3 - slice_axis - b
                 moved = np.ascontiguousarray(np.transpose(vol, (c, b, slice_axis)))   # (C, W, H)
-                y = _run_windows(model, moved, patch, overlap, dev, batch_size)
+                y = _run_windows(model, moved, patch, overlap, dev, batch_size,
+                                 desc=f"apply sr, orientation {n}/{len(others)}")
                 result += np.transpose(y, np.argsort((c, b, slice_axis)))
             return result / len(others)
         others = [a for a in range(3) if a != slice_axis]

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ThinsliceError
 from .geometry import Geometry, describe, detect_slice_axis, output_affine
 from .interpolate import upsample
-from .io import load_volume, read_nifti, save_volume
+from .io import atomic_path, check_volume, load_volume, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
 from .volume import Volume
@@ -43,6 +43,11 @@ def _live_loss_csv(checkpoint: str) -> Path:
     return Path(checkpoint).with_suffix(".loss.csv")
 
 
+def _copy(source: Path, target: str) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 # --------------------------------------------------------------------------- stage 1
 
 def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: str, loss_csv: str,
@@ -60,7 +65,7 @@ def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: st
     live_csv = _live_loss_csv(checkpoint)
     model = train(volumes, VAEConfig.from_dict(_options(options)), checkpoint, live_csv, device=device)
     save_vae(model, out)
-    shutil.copyfile(live_csv, loss_csv)
+    _copy(live_csv, loss_csv)
 
 
 def synthesize(model: str, image: str, geometry: str, out: str, interpolation: str = "cubic",
@@ -142,7 +147,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
     live_csv = _live_loss_csv(checkpoint)
     model = train(pairs, config, checkpoint, live_csv, device=device, meta=meta)
     save_model(out, model, config, meta)
-    shutil.copyfile(live_csv, loss_csv)
+    _copy(live_csv, loss_csv)
 
 
 def _apply(model, meta: dict, lr_norm: np.ndarray, axis: int, keep_real_slices: bool, device: str) -> np.ndarray:
@@ -158,35 +163,46 @@ def _apply(model, meta: dict, lr_norm: np.ndarray, axis: int, keep_real_slices: 
     return out
 
 
-def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,
-          device: str = "auto", slice_axis: int | None = None) -> Geometry:
-    """Apply a trained SR model to a scan; the output lies on the scan's output grid.
+def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geometry | None = None,
+                keep_real_slices: bool = False, device: str = "auto",
+                slice_axis: int | None = None) -> tuple[Volume, Geometry]:
+    """A trained SR model applied to a scan: its output Volume (input intensities, on the
+    scan's output grid) and the scan's geometry.
 
     With `geometry` (inside the workflow) the prepared record is used; without it (a new
-    scan) the scan is read in any supported format, its slice axis and normalisation are
-    found the same way `prepare` finds them, and it must fit the model: same slice
-    spacing (within 2%) so that the model's factor r gives the model's target spacing.
+    scan) the slice axis and normalisation are found the same way `prepare` finds them,
+    and the scan must fit the model: same slice spacing (within 2%) so that the model's
+    factor r gives the model's target spacing.
     """
     from .sr import load_model
 
     model, meta = load_model(model_path)
     r = int(meta["factor"])
-    if geometry:
-        lr, g = load_prepared(image, geometry)
-    else:
-        vol, _ = load_volume(image)
-        axis = detect_slice_axis(vol.spacing) if slice_axis is None else slice_axis
-        mask = foreground_mask(vol.data)
-        g = describe(vol.affine, vol.shape, axis, meta.get("thickness_mm"), r, None,
-                     robust_range(vol.data, mask, source=str(image)), source=str(image))
-        lr = vol
+    g = geometry
+    if g is None:
+        check_volume(lr, source)
+        axis = detect_slice_axis(lr.spacing) if slice_axis is None else slice_axis
+        g = describe(lr.affine, lr.shape, axis, meta.get("thickness_mm"), r, None,
+                     robust_range(lr.data, foreground_mask(lr.data), source=source), source=source)
     if g.factor != r:
-        raise ThinsliceError(f"{image}: factor {g.factor} does not fit model {model_path} (factor {r})")
+        raise ThinsliceError(f"{source}: factor {g.factor} does not fit model {model_path} (factor {r})")
     spacing = meta.get("spacing_mm")
     if spacing and abs(g.spacing_mm - spacing) > FIT_TOLERANCE * spacing:
         raise ThinsliceError(
-            f"{image}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
+            f"{source}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
             f"{spacing:.4g} mm slices (x{r} -> {spacing / r:.4g} mm); train a model for this protocol")
     hr = _apply(model, meta, g.normalize(lr.data), g.slice_axis, keep_real_slices, device)
-    save_volume(Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, r)), out)
+    return Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, r)), g
+
+
+def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,
+          device: str = "auto", slice_axis: int | None = None) -> Geometry:
+    """`apply_model` from file to file: a prepared volume with its `geometry` record, or a
+    scan in any supported format."""
+    if geometry:
+        lr, g = load_prepared(image, geometry)
+    else:
+        lr, g = load_volume(image)[0], None
+    hr, g = apply_model(model_path, lr, str(image), g, keep_real_slices, device, slice_axis)
+    save_volume(hr, out)
     return g

@@ -41,8 +41,8 @@ def seed_everything(seed: int) -> None:
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves a torn checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)   # through a Python file: a full disk raises OSError, not RuntimeError
 
 
 def load_checkpoint(path: str | Path) -> dict | None:

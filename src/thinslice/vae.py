@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from .errors import ThinsliceError
 from .interpolate import interpolation_matrix
 from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_checkpoint, load_resumable,
                        rng_state, save_checkpoint, seed_everything, select_device, set_rng_state, ThreadTuner)
+from .progress import Progress
 
 KIND = "thinslice-vae"
 RECON_LOSSES = ("l1", "l2")
@@ -285,8 +285,6 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
                 `steps` may be raised) and reproduces an uninterrupted run exactly on CPU.
     loss_csv:   one row of mean losses every 10 steps.
     """
-    from tqdm import tqdm
-
     config.validate()
     volumes = _check_volumes(volumes)
     checkpoint = Path(checkpoint)
@@ -348,8 +346,7 @@ def train_vae(volumes: list[np.ndarray], config: VAEConfig, checkpoint: str | Pa
     n_sum = 0
     model.train()
     tuner = ThreadTuner(dev)
-    bar = tqdm(total=config.steps, initial=step, desc="vae", file=sys.stderr, disable=not progress,
-               mininterval=0.5 if sys.stderr.isatty() else 15.0)  # a log file gets a line every 15 s
+    bar = Progress(config.steps, "train vae", initial=step, enabled=progress)
     while step < config.steps:
         between = t = None
         if learn_interpolation:   # both ends of each triple are reconstructed, its middle interpolated

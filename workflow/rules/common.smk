@@ -31,6 +31,23 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 RUN = config["run"]
 OUT = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
+
+
+def check_writable(folder):
+    """The run writes `folder`: it, or its nearest existing parent, must be a writable folder.
+    Checked before any job, so that a stray file or a read-only disk is one line, not a failed job."""
+    for existing in (Path(folder), *Path(folder).parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        raise ValueError(f"{existing} is a file, and the run writes the folder {folder}; move or rename that file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{existing} is not writable (read-only disk or permissions), and the run writes {folder} "
+                         f"there; make it writable or run from another folder")
+
+
+for folder in (OUT, LOGS):
+    check_writable(folder)
 # Rules call `python -m thinslice`; `src/` on PYTHONPATH lets conda envs use the package uninstalled.
 shell.prefix(f"export PYTHONPATH={Path(workflow.basedir, 'src')}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
@@ -241,5 +258,5 @@ def figure_truth_option(wildcards, input):
 FIGURE_SHELL = (
     "python -m thinslice figure --kind {params.kind} --image {input.image:q} --geometry {input.geometry:q}"
     " --methods {params.methods} --outputs {input.outputs:q} {params.truth} {params.extra}"
-    " --title {params.title:q} --out {output:q} > {log:q} 2>&1"
+    " --title {params.title:q} --out {output:q} --log {log:q}"
 )

@@ -15,7 +15,7 @@ rule fetch_demo:
         mem_mb=1000,
         runtime=30,
     shell:
-        "python -m thinslice fetch-demo --out {output} --cache resources/cache > {log} 2>&1"
+        "python -m thinslice fetch-demo --out {output} --cache resources/cache --log {log:q}"
 
 
 rule fetch_ch2:
@@ -32,7 +32,7 @@ rule fetch_ch2:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m thinslice fetch-ch2 --out {output} > {log} 2>&1"
+        "python -m thinslice fetch-ch2 --out {output} --log {log:q}"
 
 
 rule simulate:
@@ -59,7 +59,7 @@ rule simulate:
     shell:
         "python -m thinslice simulate --truth {input:q} --out-lr {output.lr} --out-truth {output.truth}"
         " --axis {params.axis} --factor {params.factor} --profile {params.profile}"
-        " --fwhm {params.fwhm} > {log} 2>&1"
+        " --fwhm {params.fwhm} --log {log:q}"
 
 
 rule prepare:
@@ -83,4 +83,4 @@ rule prepare:
         runtime=30,
     shell:
         "python -m thinslice prepare --input {input:q} {params.options} --out-image {output.image}"
-        " --out-geometry {output.geometry} --out-mask {output.mask} > {log} 2>&1"
+        " --out-geometry {output.geometry} --out-mask {output.mask} --log {log:q}"

@@ -25,7 +25,7 @@ rule evaluate:
     shell:
         "python -m thinslice evaluate --output {input.output} --image {input.image} --geometry {input.geometry}"
         " --mask {input.mask} {params.truth} --subject {wildcards.subject} --method {wildcards.method}"
-        " --out {output} > {log} 2>&1"
+        " --out {output} --log {log:q}"
 
 
 rule collect_metrics:
@@ -49,4 +49,4 @@ rule collect_metrics:
         runtime=10,
     shell:
         "python -m thinslice collect {input} --out {output.table} --summary-csv {output.summary}"
-        " --summary-md {output.markdown} --skipped {params.skipped:q} > {log} 2>&1"
+        " --summary-md {output.markdown} --skipped {params.skipped:q} --log {log:q}"

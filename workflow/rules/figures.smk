@@ -148,7 +148,7 @@ rule figure_metrics:
         runtime=20,
     shell:
         "python -m thinslice figure --kind metrics --metrics {input.metrics:q} --methods {params.methods}"
-        " --title {params.title:q} --out {output:q} > {log:q} 2>&1"
+        " --title {params.title:q} --out {output:q} --log {log:q}"
 
 
 rule figure_training:
@@ -173,4 +173,4 @@ rule figure_training:
         runtime=20,
     shell:
         "python -m thinslice figure --kind training --losses {params.losses} --title {params.title:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output:q} --log {log:q}"

@@ -21,4 +21,4 @@ rule interpolate:
         runtime=30,
     shell:
         "python -m thinslice upsample --method {wildcards.method} --image {input.image}"
-        " --geometry {input.geometry} --out {output} > {log} 2>&1"
+        " --geometry {input.geometry} --out {output} --log {log:q}"

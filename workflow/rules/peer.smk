@@ -28,4 +28,4 @@ rule eclare:
     shell:
         "python -m thinslice eclare --image {input.image:q} --geometry {input.geometry:q} --out {output:q}"
         " --command {params.command:q} --n-patches {params.n_patches} --batch-size {params.batch_size}"
-        " --slice-model {params.slice_model} --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --slice-model {params.slice_model} --device {params.device} --threads {threads} --log {log:q}"

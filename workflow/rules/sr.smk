@@ -25,7 +25,7 @@ rule degrade:
         runtime=30,
     shell:
         "python -m thinslice degrade --hr {input.hr:q} --geometry {input.geometry:q}"
-        " --slice-model {params.slice_model} --out {output:q} > {log:q} 2>&1"
+        " --slice-model {params.slice_model} --out {output:q} --log {log:q}"
 
 
 rule train_sr:
@@ -59,7 +59,7 @@ rule train_sr:
         "python -m thinslice train-sr --source {wildcards.source} --images {input.images:q}"
         " --geometries {input.geometries:q} {params.targets} --slice-model {params.slice_model}"
         " --options {params.options} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
-        " --device {params.device} --threads {threads} --out {output.model:q} > {log:q} 2>&1"
+        " --device {params.device} --threads {threads} --out {output.model:q} --log {log:q}"
 
 
 rule infer:
@@ -87,4 +87,4 @@ rule infer:
         runtime=30,
     shell:
         "python -m thinslice infer --model {input.model:q} {input.image:q} {output:q}"
-        " --geometry {input.geometry:q} {params.keep} --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --geometry {input.geometry:q} {params.keep} --device {params.device} --threads {threads} --log {log:q}"

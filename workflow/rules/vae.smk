@@ -26,7 +26,7 @@ rule train_vae:
     shell:
         "python -m thinslice train-vae --images {input.images:q} --geometries {input.geometries:q}"
         " --options {params.options} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
-        " --device {params.device} --threads {threads} --out {output.model:q} > {log:q} 2>&1"
+        " --device {params.device} --threads {threads} --out {output.model:q} --log {log:q}"
 
 
 rule synthesize:
@@ -54,4 +54,4 @@ rule synthesize:
     shell:
         "python -m thinslice synthesize --model {input.model:q} --image {input.image:q}"
         " --geometry {input.geometry:q} --interpolation {params.interpolation} {params.keep}"
-        " --device {params.device} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --device {params.device} --threads {threads} --out {output:q} --log {log:q}"
