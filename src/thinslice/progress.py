@@ -64,7 +64,8 @@ def _clock(seconds: float) -> str:
 
 class Progress:
     """A tqdm bar on stderr (the terminal, or the log file with a line every 15 s), and
-    with `--log`, a line on the console every CONSOLE_EVERY_S seconds and at the end."""
+    with `--log`, a line on the console every CONSOLE_EVERY_S seconds and, after those, one
+    at the end."""
 
     def __init__(self, total: int, desc: str, initial: int = 0, unit: str = "step", enabled: bool = True):
         from tqdm import tqdm
@@ -73,13 +74,14 @@ class Progress:
         self.done = self.start = initial
         self.postfix: dict[str, str] = {}
         self.t0 = self.last = time.monotonic()
+        self.spoke = False
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr,
                         disable=not enabled, dynamic_ncols=True,
                         mininterval=0.5 if sys.stderr.isatty() else 15.0)
 
     def set_postfix(self, **values: str) -> None:
         self.postfix = values
-        self.bar.set_postfix(**values)
+        self.bar.set_postfix(refresh=False, **values)   # the bar redraws at its own pace
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -87,6 +89,7 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= CONSOLE_EVERY_S:
             self.last = now
+            self.spoke = True
             self._console_line(now)
 
     def _console_line(self, now: float, final: bool = False) -> None:
@@ -105,5 +108,5 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-        if self.done > self.start:
+        if self.spoke:   # a loop too short for a progress line ends without a line
             self._console_line(time.monotonic(), final=True)
