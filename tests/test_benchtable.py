@@ -16,7 +16,7 @@ def test_table_sums_training_and_inference_per_method(tmp_path):
     run = tmp_path / "ch2-z4"
     run.mkdir()
     (run / "metrics.csv").write_text(
-        "subject,method,psnr,ssim,ssim_fg,sharpness,real_slice_error\n"
+        "subject,method,psnr,ssim,ssim_fg,sharpness,consistency_psnr\n"
         "a,cubic,30,0.9,0.8,0.1,0\nb,cubic,32,0.95,0.8,0.1,0\na,sr_vae,33,0.97,0.9,0.2,0.1\n")
     b = run / "benchmarks"
     _bench(b / "interpolate/cubic/a.tsv", 1.5, 100)
@@ -43,7 +43,7 @@ def test_rows_follow_the_reading_order_not_the_alphabet(tmp_path):
     run = tmp_path / "ch2-z6"
     run.mkdir()
     (run / "metrics.csv").write_text(
-        "subject,method,psnr,ssim,ssim_fg,sharpness,real_slice_error\n"
+        "subject,method,psnr,ssim,ssim_fg,sharpness,consistency_psnr\n"
         "a,cubic,30,0.9,0.8,0.1,0\na,eclare,31,0.9,0.8,0.1,0\na,linear,29,0.9,0.8,0.1,0\n"
         "a,my_method,31,0.9,0.8,0.1,0\na,sr_self,33,0.97,0.9,0.2,0.1\na,sr_vae,32,0.97,0.9,0.2,0.1\n")
     assert [r["method"] for r in run_table(run)] == ["linear", "cubic", "sr_vae", "sr_self", "eclare", "my_method"]

@@ -11,6 +11,7 @@ import matplotlib.image
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from conftest import job_stats, oblique_affine, snakemake
 from thinslice import figures
@@ -53,6 +54,10 @@ def subject(tmp_path_factory, anatomical):
         paths[m] = d / f"{m}.nii.gz"
         nib.save(nib.Nifti1Image(data.astype(np.float32), oaff), paths[m])
     nib.save(nib.Nifti1Image(hr, aff), d / "truth.nii.gz")
+    # uncertainty maps on the output grid: largest between the real slices, where outputs disagree
+    for m, other in (("sr_vae", cubic), ("vae", sharp)):
+        spread = ndimage.gaussian_filter(np.abs(outputs[m] - other), 1.0).astype(np.float32)
+        nib.save(nib.Nifti1Image(spread, oaff), d / f"{m}_uncertainty.nii.gz")
     nib.save(nib.Nifti1Image(degrade(vae, 2, R, "gaussian", 2.0 * R, 2.0), laff), d / "degraded.nii.gz")
     with open(d / "vae_loss.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -65,7 +70,7 @@ def subject(tmp_path_factory, anatomical):
         w.writerow(["step", "loss", "l1", "gradient", "lr"])
         for s in range(50, 1050, 50):
             w.writerow([s, 0.05 / s**0.2, 0.05 / s**0.2, 0.0, 1e-3])
-    header = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodic_artifact", "real_slice_error"]
+    header = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodic_artifact", "consistency_psnr"]
     with open(d / "metrics.csv", "w", newline="") as f, open(d / "metrics_notruth.csv", "w", newline="") as g:
         w, v = csv.writer(f), csv.writer(g)
         w.writerow(header)
@@ -98,6 +103,58 @@ def test_volume_figures_write_pngs(subject, tmp_path, truth):
             figures.errors_figure(sc, tmp_path / "errors.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["reformats.png", "profile.png"] + (["errors.png"] if truth else []))  # no temporary files left
+
+
+@pytest.mark.parametrize("truth", [True, False])
+def test_uncertainty_figure(subject, tmp_path, monkeypatch, truth):
+    """One row per map, in the scene's method order: the output, its map and (with a truth) its
+    |error| on both through-plane planes, the map and error on the map's colour scale."""
+    d, paths = subject
+    sc = scene(subject, truth=truth)
+    maps = {"sr_vae": d / "sr_vae_uncertainty.nii.gz", "vae": d / "vae_uncertainty.nii.gz"}
+    figures.uncertainty_figure(sc, tmp_path / "uncertainty.png", maps, title="t1")
+    assert_png(tmp_path / "uncertainty.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["uncertainty.png"]
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.append(fig))
+    figures.uncertainty_figure(sc, tmp_path / "again.png", maps)
+    fig = drawn[0]
+    images = [ax for ax in fig.axes if ax.images]
+    columns = 2 * (3 if truth else 2)  # two planes x (output, map[, error])
+    assert len(images) == 2 * columns
+    assert [ax.get_ylabel().splitlines()[0] for ax in images[::columns]] == ["VAE synthesis", "SR (VAE pairs)"]
+    sd = sc.on_grid(maps["sr_vae"])
+    vmax = np.percentile(sd[sc.fg], 99)
+    colour = [ax.images[0] for ax in images[columns:] if ax.images[0].get_cmap().name != "gray"]
+    assert len(colour) == columns - 2
+    for im in colour:
+        assert im.get_clim() == pytest.approx((0.0, vmax))
+    assert len(fig.axes) == len(images) + 2  # one colour bar per row
+    figures.plt.close(fig)
+
+    # the maps are read on the output grid, ordered and cropped like the panels
+    np.testing.assert_array_equal(sc.on_grid(paths["sr_vae"]), {p.key: p for p in sc.methods}["sr_vae"].ras)
+    with pytest.raises(ThinsliceError, match="no output of eclare"):
+        figures.uncertainty_figure(sc, tmp_path / "x.png", {"eclare": maps["sr_vae"]})
+    with pytest.raises(ThinsliceError, match="no uncertainty map"):
+        figures.uncertainty_figure(sc, tmp_path / "x.png", {})
+
+
+def test_uncertainty_map_on_another_grid_is_refused(subject, tmp_path):
+    d, _ = subject
+    sc = scene(subject, truth=False, methods=("sr_vae",))
+    img = nib.load(d / "sr_vae_uncertainty.nii.gz")
+    data = np.asarray(img.dataobj)
+    shifted = img.affine.copy()
+    shifted[:3, 3] += 2.0
+    others = {"lr_grid": nib.Nifti1Image(data[:, :, ::R], nib.load(d / "lr.nii.gz").affine),
+              "shifted": nib.Nifti1Image(data, shifted)}
+    for name, other in others.items():
+        nib.save(other, tmp_path / f"{name}.nii.gz")
+        with pytest.raises(ThinsliceError, match="not on the output grid"):
+            figures.uncertainty_figure(sc, tmp_path / "x.png", {"sr_vae": tmp_path / f"{name}.nii.gz"})
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_pipeline_figure(subject, tmp_path):
@@ -136,6 +193,8 @@ def test_cli_draws_every_kind(subject, tmp_path):
     runs = {
         "reformats": common + ["--truth", str(d / "truth.nii.gz")],
         "errors": common + ["--truth", str(d / "truth.nii.gz")],
+        "uncertainty": common + ["--truth", str(d / "truth.nii.gz"),
+                                 "--uncertainty", f"sr_vae={d / 'sr_vae_uncertainty.nii.gz'}"],
         "profile": common,
         "pipeline": common + ["--synthetic", str(paths["vae"]), "--degraded", str(d / "degraded.nii.gz")],
         "metrics": ["--metrics", str(d / "metrics.csv"), "--methods", "linear", "cubic"],
@@ -147,6 +206,10 @@ def test_cli_draws_every_kind(subject, tmp_path):
         assert out.read_bytes()[:8] == PNG_MAGIC
     assert main(["figure", "--kind", "errors", *common, "--out", str(tmp_path / "x.png")]) == INPUT_ERROR  # no truth
     assert main(["figure", "--kind", "training", "--losses", "vae", "--out", str(tmp_path / "x.png")]) == INPUT_ERROR
+    assert main(["figure", "--kind", "uncertainty", *common, "--out", str(tmp_path / "x.png")]) == INPUT_ERROR
+    for item in ("vae=map.nii.gz", "sr_vae", "sr_vae="):  # not a method of --methods, no path
+        assert main(["figure", "--kind", "uncertainty", *common, "--uncertainty", item,
+                     "--out", str(tmp_path / "x.png")]) == INPUT_ERROR, item
     assert not (tmp_path / "x.png").exists()
 
 
@@ -257,8 +320,8 @@ def test_learned_methods_add_the_pipeline_and_training_figures(tmp_path, anatomi
     done = snakemake(tmp_path, "-n", "figures", "--configfile", "bench.yaml")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     jobs = job_stats(done.stdout + done.stderr)
-    for rule in ("figure_pipeline", "figure_training", "figure_reformats", "figure_errors", "figure_profile",
-                 "figure_metrics", "train_vae", "synthesize", "degrade"):
+    for rule in ("figure_pipeline", "figure_training", "figure_reformats", "figure_errors", "figure_uncertainty",
+                 "figure_profile", "figure_metrics", "train_vae", "synthesize", "degrade"):
         assert jobs.get(rule) == 1, (rule, jobs)
     assert jobs.get("train_sr") == jobs.get("infer") == 2  # sources vae and self
 
@@ -275,7 +338,8 @@ def test_figures_target_and_report(tmp_path, anatomical_path):
     for name in names:
         assert_png(out / "figures" / f"{name}.png")
         assert (tmp_path / "logs" / "tiny" / "figures" / f"{name}.log").exists()
-    assert not (out / "figures" / "pipeline.png").exists() and not (out / "figures" / "training.png").exists()
+    for name in ("pipeline", "training", "uncertainty"):  # no VAE, no SR method
+        assert not (out / "figures" / f"{name}.png").exists(), name
     again = snakemake(tmp_path, "-n", "figures", "--configfile", "bench.yaml")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = out / "report.html"

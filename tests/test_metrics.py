@@ -7,7 +7,7 @@ import pytest
 
 from thinslice.degrade import degrade
 from thinslice.interpolate import upsample
-from thinslice.metrics import (compare, periodic_artifact, phase_energy, psnr, real_slice_error, resample_to,
+from thinslice.metrics import (compare, periodic_artifact, phase_energy, psnr, resample_to,
                                ssim, through_plane_sharpness)
 from thinslice.volume import Volume
 
@@ -135,15 +135,6 @@ def test_compare_on_a_larger_prediction_uses_the_overlap(anatomical):
     expected = compare(Volume(pred.data[crop], aff), cropped)
     assert got["psnr"] == pytest.approx(expected["psnr"], rel=1e-4)
     assert got["psnr"] != pytest.approx(aligned["psnr"], rel=1e-6)
-
-
-def test_real_slice_error_zero_for_interpolation(anatomical):
-    lr = anatomical[0][:, :, ::3]
-    for method in ("linear", "cubic"):
-        out = upsample(lr, 2, 3, method)
-        assert real_slice_error(out, lr, 2, 3) < 1e-6
-    shifted = np.roll(upsample(lr, 2, 3, "cubic"), 1, axis=2)
-    assert real_slice_error(shifted, lr, 2, 3) > 0.01
 
 
 def test_sharpness_higher_for_sharper_ramp():

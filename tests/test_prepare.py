@@ -167,7 +167,7 @@ def test_upsample_and_evaluate_on_a_real_t1(tmp_path, anatomical_path):
         rows[method] = json.loads((d / f"{method}.json").read_text())
     for row in rows.values():
         assert set(COLUMNS) <= set(row)
-        assert row["real_slice_error"] < 1e-5
+        assert 20 < row["consistency_psnr"] < 99
         assert 15 < row["psnr"] < 60 and 0 < row["ssim"] <= 1 and 0 < row["ssim_fg"] <= 1
     assert rows["cubic"]["psnr"] > rows["linear"]["psnr"]
     assert rows["cubic"]["ssim"] > rows["linear"]["ssim"]
@@ -180,18 +180,18 @@ def test_evaluate_without_truth_has_no_psnr(tmp_path, anatomical_path):
                  str(d / "g.json"), "--out", str(d / "cubic.nii.gz")]) == 0
     row = evaluate(d / "cubic.nii.gz", d / "in.nii.gz", d / "g.json", d / "m.nii.gz", "s", "cubic")
     assert math.isnan(row["psnr"]) and math.isnan(row["ssim"])
-    assert row["sharpness"] > 0 and row["real_slice_error"] < 1e-5
+    assert row["sharpness"] > 0 and 20 < row["consistency_psnr"] < 99
     assert 1.0 <= row["periodic_artifact"] < 2.0   # interpolation is barely periodic
 
 
 def _fake_rows(d):
     rows = [
         {"subject": "b", "method": "linear", "psnr": 28.0, "ssim": 0.90, "ssim_fg": 0.88, "sharpness": 0.04,
-         "real_slice_error": 0.0},
+         "consistency_psnr": 40.0},
         {"subject": "a", "method": "linear", "psnr": 30.0, "ssim": 0.92, "ssim_fg": 0.90, "sharpness": 0.05,
-         "real_slice_error": 0.0},
+         "consistency_psnr": 40.0},
         {"subject": "a", "method": "cubic", "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
-         "sharpness": 0.06, "real_slice_error": 1e-7},
+         "sharpness": 0.06, "consistency_psnr": 38.0},
     ]
     paths = []
     for i, r in enumerate(rows):
@@ -208,7 +208,7 @@ def test_collect_writes_the_table_and_summary(tmp_path):
     with open(out / "metrics.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness",
-                                     "periodic_artifact", "real_slice_error"]
+                                     "periodic_artifact", "consistency_psnr"]
         table = list(reader)
     # grouped by subject, methods in the order given (the config's order in the workflow)
     assert [(r["subject"], r["method"]) for r in table] == [("a", "linear"), ("a", "cubic"), ("b", "linear")]
@@ -221,7 +221,7 @@ def test_collect_writes_the_table_and_summary(tmp_path):
     assert float(summary["linear"]["psnr_sd"]) == pytest.approx(math.sqrt(2.0), rel=1e-5)
     assert summary["cubic"]["psnr_mean"] == "" and summary["cubic"]["n"] == "1"
     md = (out / "summary.md").read_text().splitlines()
-    assert md[0] == "| method | n | psnr | ssim | ssim_fg | sharpness | periodic_artifact | real_slice_error |"
+    assert md[0] == "| method | n | psnr | ssim | ssim_fg | sharpness | periodic_artifact | consistency_psnr |"
     assert md[1].startswith("|---|---|")
     lines = {line.split("|")[1].strip(): line for line in md[2:]}
     assert list(lines) == ["linear", "cubic"]

@@ -141,7 +141,7 @@ def test_untrained_net_returns_its_input():
     for arch in ("2d", "3d"):
         model = sr.build_model(sr.SRConfig(architecture=arch, channels=8, depth=1), 4).eval()
         np.testing.assert_allclose(sr.apply_sr(model, vol, 2, device="cpu"), vol, atol=1e-6)
-        np.testing.assert_allclose(sr.apply_sr(model, vol, 2, device="cpu", flip_average=True), vol, atol=1e-6)
+        np.testing.assert_allclose(sr.apply_sr(model, vol, 2, device="cpu", flips=True), vol, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ["2d", "3d"])

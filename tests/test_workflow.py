@@ -92,7 +92,7 @@ def test_simulated_metrics_cubic_beats_linear(simulated_project):
     for row in (lin, cub):
         assert 15 < float(row["psnr"]) < 60
         assert 0 < float(row["ssim"]) <= 1 and 0 < float(row["ssim_fg"]) <= 1
-        assert float(row["real_slice_error"]) < 1e-5
+        assert 20 < float(row["consistency_psnr"]) < 99   # interpolation re-acquires blurred
     assert float(cub["psnr"]) > float(lin["psnr"])
     assert float(cub["ssim"]) > float(lin["ssim"])
     md = (out / "metrics_summary.md").read_text()

@@ -31,7 +31,7 @@ def _as_volume(image, echo: int | None) -> tuple[Volume, str]:
 
 def upsample(image, model: str | Path | None = None, *, method: str = "cubic", factor: int | None = None,
              target_spacing_mm: float | None = None, slice_axis: int | None = None, echo: int | None = None,
-             keep_real_slices: bool = False, device: str = "auto") -> nib.Nifti1Image:
+             keep_real_slices: bool = False, data_consistency: bool = False, device: str = "auto") -> nib.Nifti1Image:
     """The scan with r times finer slice spacing, as a float32 NIfTI image.
 
     image:   a nibabel image, or a path to a NIfTI, NRRD, MHA or DICOM series folder
@@ -41,6 +41,7 @@ def upsample(image, model: str | Path | None = None, *, method: str = "cubic", f
              Without a model, `method` ("linear" or "cubic") interpolates by `factor`, or to
              `target_spacing_mm`.
     slice_axis: the thick-slice axis (default: the axis of largest spacing).
+    data_consistency: correct the SR output so that it re-acquires to the real slices.
     The output lies on the workflow's grid: real slice i at output slice i*r, the input's
     affine with the slice-axis column divided by r, so it overlays the input in a viewer.
     Errors a user can fix raise thinslice.ThinsliceError.
@@ -51,8 +52,8 @@ def upsample(image, model: str | Path | None = None, *, method: str = "cubic", f
             raise ThinsliceError("upsample: a model brings its own factor; leave factor and target_spacing_mm out")
         from .steps import apply_model
 
-        out, _ = apply_model(model, vol, source, keep_real_slices=keep_real_slices, device=device,
-                             slice_axis=slice_axis)
+        out, _, _ = apply_model(model, vol, source, keep_real_slices=keep_real_slices, device=device,
+                             slice_axis=slice_axis, data_consistency=data_consistency)
     else:
         if method not in ("linear", "cubic"):
             raise ThinsliceError(f"upsample: method must be 'linear' or 'cubic' without a model, got {method!r}")

@@ -54,15 +54,24 @@ def _upsample(a):
 
 
 def _evaluate(a):
-    from .evaluate import evaluate, write_row
+    from .evaluate import evaluate, qc_record, write_row
 
-    write_row(evaluate(a.output, a.image, a.geometry, a.mask, a.subject, a.method, a.truth), a.out)
+    row = evaluate(a.output, a.image, a.geometry, a.mask, a.subject, a.method, a.truth, a.slice_model)
+    write_row(row, a.out)
+    if a.qc:
+        write_row(qc_record(row, a.output, a.geometry, a.mask, a.uncertainty, a.truth), a.qc)
 
 
 def _collect(a):
     from .evaluate import collect
 
     collect(a.rows, a.out, a.summary_csv, a.summary_md, skipped=a.skipped)
+
+
+def _collect_qc(a):
+    from .evaluate import collect_qc
+
+    collect_qc(a.entries, a.out)
 
 
 def _figure(a):
@@ -89,12 +98,24 @@ def _figure(a):
         raise ThinsliceError("figure: give as many --methods as --outputs")
     if a.kind == "errors" and not a.truth:
         raise ThinsliceError("figure errors: needs --truth")
+    maps = {}
+    for item in a.uncertainty or []:
+        name, sep, path = item.partition("=")
+        if not sep or name not in methods or not path:
+            raise ThinsliceError(f"figure uncertainty: --uncertainty takes METHOD=NIFTI for a METHOD of --methods, "
+                                 f"got {item!r}")
+        maps[name] = path
+    if a.kind == "uncertainty" and not maps:
+        raise ThinsliceError("figure uncertainty: give --uncertainty METHOD=NIFTI for at least one method")
     extra = {}
     if a.synthetic:
         extra["vae"] = ("VAE-synthesized HR", a.synthetic, False)
     if a.degraded:
         extra["degraded"] = ("synthetic HR degraded", a.degraded, True)
     scene = figures.Scene.load(a.image, a.geometry, dict(zip(methods, paths)), truth_path=a.truth, extra=extra)
+    if a.kind == "uncertainty":
+        figures.uncertainty_figure(scene, a.out, maps, title=a.title)
+        return
     draw = {"reformats": figures.reformats_figure, "errors": figures.errors_figure,
             "profile": figures.profile_figure, "pipeline": figures.pipeline_figure}[a.kind]
     draw(scene, a.out, title=a.title)
@@ -129,7 +150,8 @@ def _infer(a):
     from .steps import infer
 
     g = infer(a.model, a.input, a.output, geometry=a.geometry, keep_real_slices=a.keep_real_slices,
-              device=a.device, slice_axis=a.slice_axis)
+              device=a.device, slice_axis=a.slice_axis, data_consistency=a.data_consistency,
+              uncertainty=a.uncertainty)
     print(f"{a.input} -> {a.output}: x{g.factor} along axis {g.slice_axis}, "
           f"{g.spacing_mm:.4g} mm -> {g.target_spacing_mm:.4g} mm")
 
@@ -225,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subject", required=True, help="subject name, for the row")
     s.add_argument("--method", required=True, help="method name, for the row")
     s.add_argument("--truth", help="ground truth volume, on any grid")
+    s.add_argument("--slice-model", **slice_model)
+    s.add_argument("--uncertainty", help="the output's uncertainty map (SR methods), for the QC entry")
     s.add_argument("--out", required=True, help="the row (JSON)")
+    s.add_argument("--qc", help="also write the per-scan QC entry (JSON) here")
 
     s = step("collect", _collect, "gather metric rows into metrics.csv and a per-method summary")
     s.add_argument("rows", nargs="+", help="rows written by evaluate")
@@ -234,8 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary-md", required=True, help="the same as a Markdown table")
     s.add_argument("--skipped", nargs="*", default=[], help="'METHOD: why' of each method that did not run")
 
-    s = step("figure", _figure, "a figure of a run: reformats, errors, profile, pipeline, metrics, training")
-    s.add_argument("--kind", choices=["reformats", "errors", "profile", "pipeline", "metrics", "training"],
+    s = step("collect-qc", _collect_qc, "gather the per-scan QC entries of a run into one table")
+    s.add_argument("entries", nargs="+", help="QC entries written by evaluate --qc")
+    s.add_argument("--out", required=True, help="qc.csv")
+
+    s = step("figure", _figure,
+             "a figure of a run: reformats, errors, uncertainty, profile, pipeline, metrics, training")
+    s.add_argument("--kind", choices=["reformats", "errors", "uncertainty", "profile", "pipeline", "metrics",
+                                      "training"],
                    default="reformats", help="which figure (default: reformats)")
     s.add_argument("--image", help="the subject's prepared LR volume (input/<subject>.nii.gz)")
     s.add_argument("--geometry", help="its geometry record (input/<subject>.json)")
@@ -244,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", help="ground truth volume, on any grid")
     s.add_argument("--synthetic", help="pipeline: the VAE-synthesized HR volume")
     s.add_argument("--degraded", help="pipeline: the synthetic HR degraded onto the LR grid")
+    s.add_argument("--uncertainty", nargs="+", metavar="METHOD=NIFTI",
+                   help="uncertainty: the uncertainty map of a method's output (infer --uncertainty), on its grid, "
+                        "e.g. sr_vae=results/run/sr_vae/s_uncertainty.nii.gz")
     s.add_argument("--metrics", help="metrics: the run's metrics.csv")
     s.add_argument("--losses", nargs="+", help="training: NAME=CSV loss logs, e.g. vae=models/vae_loss.csv")
     s.add_argument("--title", default="", help="title above the figure")
@@ -298,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the thick-slice axis (default: the axis of largest spacing)")
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
                    help="put the real slices back at positions i*r (default: no)")
+    s.add_argument("--uncertainty", metavar="NIFTI",
+                   help="also write the uncertainty map here: the per-voxel spread of the predictions of both "
+                        "orientations of the volume and of its flip (twice the inference time)")
+    s.add_argument("--data-consistency", action=argparse.BooleanOptionalAction, default=False,
+                   help="correct the output so that, re-acquired with the model's slice model, it gives back "
+                        "the real slices (least squares along the slice axis) (default: no)")
 
     s = step("eclare", _eclare, "the ECLARE peer method on a prepared scan (runs the separate run-eclare)",
              torch=True)

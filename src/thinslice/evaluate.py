@@ -9,19 +9,24 @@ from pathlib import Path
 
 import numpy as np
 
+from .consistency import consistency_psnr
 from .geometry import Geometry
 from .interpolate import nearest_upsample
 from .io import atomic_path, read_nifti
-from .metrics import compare, periodic_artifact, real_slice_error, through_plane_sharpness
+from .metrics import TRUTH_THRESHOLD, compare, periodic_artifact, resample_to, through_plane_sharpness
 
-COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodic_artifact", "real_slice_error"]
+# Above this, the texture of the output slices repeats every r slices visibly (cubic on real scans: 1.1-1.4).
+PERIODIC_WARNING = 1.5
+
+COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodic_artifact", "consistency_psnr"]
 
 
 def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str | Path,
-             subject: str, method: str, truth: str | Path | None = None) -> dict:
+             subject: str, method: str, truth: str | Path | None = None, slice_model: str = "gaussian") -> dict:
     """Metrics of one output: PSNR/SSIM against the truth when there is one; always the
-    through-plane sharpness and the periodic-artifact score (both in the input's foreground)
-    and the real-slice error."""
+    through-plane sharpness, the periodic-artifact score and the consistency with the
+    acquisition (the output re-acquired with `slice_model` against the real slices), all
+    in the input's foreground."""
     out, low = read_nifti(output), read_nifti(lr)
     geom = Geometry.load(geometry)
     axis, r = geom.slice_axis, geom.factor
@@ -30,10 +35,55 @@ def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str
     row = {"subject": subject, "method": method, "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
            "sharpness": through_plane_sharpness(geom.normalize(out.data), axis, fg_out),
            "periodic_artifact": periodic_artifact(out.data, axis, r, fg_out),
-           "real_slice_error": real_slice_error(out.data, low.data, axis, r)}
+           "consistency_psnr": consistency_psnr(out.data, low.data, axis, r, slice_model, geom.thickness_mm,
+                                                geom.spacing_mm / r, fg)}
     if truth:
         row.update({k: v for k, v in compare(out, read_nifti(truth)).items() if k in COLUMNS})
     return row
+
+
+def uncertainty_scores(uncertainty: str | Path, output: str | Path, axis: int, fg_out: np.ndarray,
+                       truth: str | Path | None = None) -> dict:
+    """How an uncertainty map reads: its mean over the foreground and, with a truth, how well
+    it ranks the real error: the Spearman correlation, over the output slices along `axis`
+    (those with at least 100 foreground voxels), between the slice's mean uncertainty and
+    its mean absolute error, over the truth's foreground."""
+    from scipy.stats import spearmanr
+
+    u, out = read_nifti(uncertainty).data, read_nifti(output)
+    scores = {"uncertainty_mean": float(u[fg_out].mean()) if fg_out.any() else math.nan,
+              "uncertainty_error_spearman": math.nan}
+    if truth:
+        t, inside = resample_to(read_nifti(truth), out)
+        fg = np.moveaxis((t > TRUTH_THRESHOLD) & inside, axis, 0)
+        err, u = np.moveaxis(np.abs(out.data - t), axis, 0), np.moveaxis(u, axis, 0)
+        keep = [k for k in range(len(fg)) if fg[k].sum() >= 100]
+        if len(keep) >= 3:
+            scores["uncertainty_error_spearman"] = float(spearmanr([u[k][fg[k]].mean() for k in keep],
+                                                                   [err[k][fg[k]].mean() for k in keep]).statistic)
+    return scores
+
+
+def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | Path,
+              uncertainty: str | Path | None = None, truth: str | Path | None = None) -> dict:
+    """The per-scan QC entry of one output (`row`: its metrics): consistency with the
+    acquisition, the slice profile (header; the estimate from the scan itself is not made
+    yet: null), the uncertainty map's scores and warnings a user should read."""
+    geom = Geometry.load(geometry)
+    scores = None
+    if uncertainty:
+        fg_out = nearest_upsample(read_nifti(mask).data > 0.5, geom.slice_axis, geom.factor)
+        scores = uncertainty_scores(uncertainty, output, geom.slice_axis, fg_out, truth)
+    record = {"subject": row["subject"], "method": row["method"], "consistency_psnr": row["consistency_psnr"],
+              "periodic_artifact": row["periodic_artifact"], "fwhm_header_mm": geom.thickness_mm,
+              "fwhm_estimate_mm": None, "slice_spacing_mm": geom.spacing_mm, "factor": geom.factor,
+              **(scores or {"uncertainty_mean": None, "uncertainty_error_spearman": None})}
+    warnings = []
+    if row["periodic_artifact"] > PERIODIC_WARNING:
+        warnings.append(f"periodic_artifact {row['periodic_artifact']:.2f} > {PERIODIC_WARNING}: a pattern repeats "
+                        f"every {geom.factor} output slices (look at the reformats)")
+    record["warnings"] = warnings
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
 def write_row(row: dict, path: str | Path) -> None:
@@ -79,6 +129,20 @@ def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path
     with atomic_path(summary_md) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     return table
+
+
+QC_COLUMNS = ["subject", "method", "consistency_psnr", "periodic_artifact", "fwhm_header_mm", "fwhm_estimate_mm",
+              "uncertainty_mean", "uncertainty_error_spearman", "warnings"]
+
+
+def collect_qc(entries: list[str | Path], out_csv: str | Path) -> None:
+    """qc.csv: the per-scan QC entries of a run, one row per subject and method."""
+    table = sorted((json.loads(Path(p).read_text()) for p in entries), key=lambda r: r["subject"])
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, QC_COLUMNS)
+        w.writeheader()
+        for r in table:
+            w.writerow({k: "; ".join(r[k]) if k == "warnings" else _fmt(r.get(k)) for k in QC_COLUMNS})
 
 
 def _fmt(v):

@@ -16,6 +16,7 @@ ground truth on any grid is resampled onto it in world coordinates.
 Figures (one function each, all write a PNG):
     reformats_figure  through-plane reformats of LR, each method and the truth, with zooms
     errors_figure     |method - truth| on the same planes
+    uncertainty_figure  each SR output beside its uncertainty map (and its |error| with a truth)
     profile_figure    intensities along the slice axis through a structure
     pipeline_figure   real LR -> VAE synthetic HR -> its degraded LR, and the SR output
     metrics_figure    PSNR/SSIM per method (sharpness where no truth exists)
@@ -228,7 +229,9 @@ class Scene:
 
     zooms:      voxel size (mm) along R, A, S;  slice_ras: the RAS axis of the slice axis;
     lr_samples: the real LR slices on the output grid, NaN between them (for profiles);
-    inside:     where the truth covers the output grid (all True without a truth).
+    inside:     where the truth covers the output grid (all True without a truth);
+    grid_shape, grid_affine: the output grid as its NIfTI files hold it;
+    box:        the crop of the RAS arrays (None: not cropped).
     """
 
     geometry: Geometry
@@ -242,6 +245,9 @@ class Scene:
     fg: np.ndarray
     inside: np.ndarray
     extra: dict[str, Panel] = field(default_factory=dict)
+    grid_shape: tuple[int, int, int] | None = None
+    grid_affine: np.ndarray | None = None
+    box: tuple[slice, slice, slice] | None = None
 
     @classmethod
     def load(cls, lr_path, geometry_path, outputs: dict[str, str], truth_path=None,
@@ -282,6 +288,7 @@ class Scene:
         samples, inside = ori.to_ras(samples), ori.to_ras(inside)
         ref = ras.get("truth", ras.get("cubic", ras[methods_list[0]] if methods_list else ras["lr"]))
         fg = _foreground(ref) & inside
+        box = None
         if crop and fg.any():
             box = _bounding_box(fg)
             ras = {k: v[box] for k, v in ras.items()}
@@ -292,7 +299,19 @@ class Scene:
             methods=[Panel(m, method_label(m), ras[m], method_color(m, methods_list)) for m in outputs],
             truth=Panel("truth", TRUTH_LABEL, ras["truth"], TRUTH_COLOR) if truth_path else None,
             lr_samples=samples, fg=fg, inside=inside,
-            extra={k: Panel(k, label, ras[f"extra:{k}"], "gray") for k, (label, _, _) in (extra or {}).items()})
+            extra={k: Panel(k, label, ras[f"extra:{k}"], "gray") for k, (label, _, _) in (extra or {}).items()},
+            grid_shape=tuple(shape), grid_affine=aff, box=box)
+
+    def on_grid(self, path, what: str = "volume") -> np.ndarray:
+        """A volume computed on the output grid (e.g. an uncertainty map), RAS-ordered and
+        cropped like the panels. Any other grid is refused, not resampled: the volume then
+        belongs to another output (another subject, factor or run)."""
+        data, affine = _load(path)
+        if data.shape != self.grid_shape or not np.allclose(affine, self.grid_affine, atol=1e-4):
+            raise ThinsliceError(f"{path}: the {what} is not on the output grid (shape {data.shape}, expected "
+                                 f"{self.grid_shape}, or another affine); give the one written with that output")
+        ras = self.orientation.to_ras(data)
+        return ras[self.box] if self.box is not None else ras
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -545,6 +564,70 @@ def errors_figure(scene: Scene, out_png, title: str = "") -> None:
     bar.ax.tick_params(labelsize=SMALL)
     fig.suptitle(_title(title, "absolute error against the ground truth (MAE: mean over the foreground, whole volume)"),
                  fontsize=FONT + 1)
+    _save(fig, out_png)
+
+
+def uncertainty_figure(scene: Scene, out_png, uncertainty: dict[str, str], title: str = "") -> None:
+    """Where an output is not to be trusted: one row per method with a map (`uncertainty`:
+    method -> NIfTI on the output grid, the per-voxel SD of predictions that should agree), and
+    for each through-plane plane the output, its map and, with a truth, |output - truth|. A row's
+    map and error share one colour scale, 0 to the map's 99th percentile in the object, so the
+    map can be held against the real error; each row label gives both means over the object."""
+    unknown = [m for m in uncertainty if m not in {p.key for p in scene.methods}]
+    if unknown or not uncertainty:
+        raise ThinsliceError("uncertainty figure: " + (f"no output of {', '.join(unknown)} for its map"
+                                                       if unknown else "no uncertainty map given"))
+    rows = [p for p in scene.methods if p.key in uncertainty]
+    maps = {p.key: scene.on_grid(uncertainty[p.key], f"uncertainty map of {p.key}") for p in rows}
+    truth, fg = scene.truth, scene.fg
+    kinds = ["output", "uncertainty (SD)"] + (["|output - truth|"] if truth is not None else [])
+    planes = scene.planes()
+    cuts = {k: scene.centre(k) for k in planes}
+    # equal row heights: each column as wide as its plane's aspect asks
+    widths = [scene.size_mm(k)[1] / scene.size_mm(k)[0] for k in planes for _ in kinds]
+    fig = plt.figure(figsize=(PANEL_IN * sum(widths) + 1.3, PANEL_IN * len(rows) + 0.9), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.01, hspace=0.01)
+    grid = fig.add_gridspec(len(rows), len(widths), width_ratios=widths)
+    cmap = plt.get_cmap("magma").with_extremes(bad="#2a2a2a")
+    for r, panel in enumerate(rows):
+        sd = maps[panel.key]
+        ok = fg & np.isfinite(sd)
+        ok = ok if ok.any() else np.isfinite(sd)
+        vmax = float(np.percentile(sd[ok], 99)) if ok.any() else 0.0
+        vmax = vmax if vmax > 0 else 1.0
+        images = {"output": panel.ras, "uncertainty (SD)": sd}
+        label = f"{panel.label}\nmean SD {float(np.mean(sd[ok])) if ok.any() else math.nan:.3g}"
+        if truth is not None:
+            images["|output - truth|"] = np.where(scene.inside, np.abs(panel.ras - truth.ras), np.nan)
+            label += f", MAE {float(np.nanmean(images['|output - truth|'][fg])) if fg.any() else math.nan:.3g}"
+        # one grey window for the row's outputs: the two planes' sections flattened together
+        sections = [plane_section(panel.ras, k, cuts[k]).ravel() for k in planes]
+        lo, hi = _window([np.concatenate(sections)],
+                         np.concatenate([plane_section(fg, k, cuts[k]).ravel() for k in planes]))
+        axes, image = [], None
+        for p_i, plane in enumerate(planes):
+            extent = scene.extent(plane)
+            for c, kind in enumerate(kinds):
+                ax = fig.add_subplot(grid[r, p_i * len(kinds) + c])
+                sec = plane_section(images[kind], plane, cuts[plane])
+                if kind == "output":
+                    _show(ax, sec, extent, lo, hi)
+                    if r == 0:
+                        _letters(ax, plane, extent)
+                        _scale_bar(ax, extent[1], extent[2])
+                else:
+                    image = _show(ax, sec, extent, 0.0, vmax, cmap=cmap)
+                    axes.append(ax)
+                if r == 0:
+                    ax.set_title(f"{kind}\n{PLANE_NAMES[plane]}", fontsize=FONT)
+                if p_i == 0 and c == 0:
+                    ax.set_ylabel(label, fontsize=FONT, color=panel.color)
+        bar = fig.colorbar(image, ax=axes, shrink=0.9, pad=0.01, extend="max")
+        bar.set_label("SD, |error| (input intensity)" if truth is not None else "SD (input intensity)",
+                      fontsize=SMALL)
+        bar.ax.tick_params(labelsize=SMALL)
+    fig.suptitle(_title(title, "uncertainty: spread of predictions that should agree (both 2D orientations, "
+                               f"volume and flip); {scene.describe()}"), fontsize=FONT + 1)
     _save(fig, out_png)
 
 

@@ -84,16 +84,6 @@ def through_plane_sharpness(data: np.ndarray, axis: int, mask: np.ndarray | None
     return float(d[m].mean()) if m.any() else float(d.mean())
 
 
-def real_slice_error(output: np.ndarray, lr: np.ndarray, axis: int, r: int) -> float:
-    """Max |output slice i*r - LR slice i| relative to the LR range: 0 where real slices are kept."""
-    index = [slice(None)] * 3
-    index[axis] = slice(0, None, r)
-    kept = np.asarray(output, dtype=np.float64)[tuple(index)]
-    lr = np.asarray(lr, dtype=np.float64)
-    span = float(lr.max() - lr.min()) or 1.0
-    return float(np.abs(kept - lr).max() / span)
-
-
 def phase_energy(data: np.ndarray, axis: int, r: int, mask: np.ndarray | None = None,
                  sigma: float = 1.0) -> np.ndarray:
     """Mean in-plane high-pass energy of the output slices of each phase k mod r (k = 0: real slices).

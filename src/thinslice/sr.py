@@ -512,10 +512,9 @@ def _run_windows(model: SRNet, vol: np.ndarray, patch: int, overlap: int | None,
     return out[..., :h]
 
 
-def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 192,
-             overlap: int | None = None, device="auto", batch_size: int = 8,
-             flip_average: bool = False) -> np.ndarray:
-    """Apply the SR net to a volume already cubic-upsampled onto the output grid.
+def predictions(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 192,
+                overlap: int | None = None, device="auto", batch_size: int = 8, flips: bool = False):
+    """The SR net's predictions of a volume already cubic-upsampled onto the output grid.
 
     upsampled: (X, Y, Z) float32 (normalised like the training pairs), real slices at
     0, r, 2r, ... along `slice_axis`. Sliding windows of `patch` voxels per side overlap
@@ -523,11 +522,11 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
     linearly and are 0 within the reach of an inner window edge, so the result equals
     the whole-volume application (up to float rounding) whenever overlap > 2 x reach.
     Only `batch_size` windows (2D: images of one window) are on the device at a time;
-    the output is accumulated on the CPU. "2d" nets run over both through-plane
-    orientations (slice axis with each other axis) and average them.
-    flip_average: also apply the net to the volume flipped along every axis and average
-    (a self-ensemble: twice the time).
-    Returns float32 of the input's shape.
+    the output is accumulated on the CPU.
+    Yields (flipped, prediction) pairs, float32 of the input's shape: "2d" nets one per
+    through-plane orientation (slice axis with each other axis), "3d" nets one; with
+    `flips`, then the same of the volume flipped along every axis (flipped back; the flip
+    maps slice i*r onto slice (n-1-i)*r, so real slices stay real).
     """
     if slice_axis not in (0, 1, 2):
         raise ThinsliceError(f"apply_sr: slice_axis must be 0, 1 or 2, got {slice_axis}")
@@ -540,29 +539,50 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int = 
         raise ThinsliceError(
             f"apply_sr: {vol.shape[slice_axis]} slices along axis {slice_axis} is not an output grid "
             f"of factor {model.factor} ((n-1)*r+1 slices); upsample the LR scan by the model's factor")
-    if flip_average:   # flipping maps slice i*r onto slice (n-1-i)*r: real slices stay real
-        axes = (0, 1, 2)
-        kw = dict(patch=patch, overlap=overlap, device=device, batch_size=batch_size)
-        plain = apply_sr(model, vol, slice_axis, **kw)
-        flipped = apply_sr(model, np.ascontiguousarray(np.flip(vol, axes)), slice_axis, **kw)
-        return (plain + np.flip(flipped, axes)) / 2
     dev = select_device(device)
     model = model.to(dev).eval()
+    others = [a for a in range(3) if a != slice_axis]
+    if model.dims == 2:   # (C, W, H) layouts: C the other in-plane axis, H the slice axis
+        layouts = [(3 - slice_axis - b, b, slice_axis) for b in others]
+    else:
+        layouts = [(*others, slice_axis)]
     try:
-        if model.dims == 2:
-            result = np.zeros(vol.shape, dtype=np.float32)
-            others = [a for a in range(3) if a != slice_axis]
-            for n, b in enumerate(others, start=1):
-                c = 3 - slice_axis - b
-                moved = np.ascontiguousarray(np.transpose(vol, (c, b, slice_axis)))   # (C, W, H)
+        for flipped in (False, True) if flips else (False,):
+            source = np.ascontiguousarray(np.flip(vol)) if flipped else vol
+            for n, order in enumerate(layouts, start=1):
+                moved = np.ascontiguousarray(np.transpose(source, order))
                 y = _run_windows(model, moved, patch, overlap, dev, batch_size,
-                                 desc=f"apply sr, orientation {n}/{len(others)}")
-                result += np.transpose(y, np.argsort((c, b, slice_axis)))
-            return result / len(others)
-        others = [a for a in range(3) if a != slice_axis]
-        order = (*others, slice_axis)
-        moved = np.ascontiguousarray(np.transpose(vol, order))
-        y = _run_windows(model, moved, patch, overlap, dev, batch_size)
-        return np.ascontiguousarray(np.transpose(y, np.argsort(order)))
+                                 desc=f"apply sr{', flipped' if flipped else ''}, orientation {n}/{len(layouts)}")
+                y = np.transpose(y, np.argsort(order))
+                yield flipped, np.ascontiguousarray(np.flip(y) if flipped else y)
     finally:
         model.cpu()
+
+
+def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, **options) -> np.ndarray:
+    """The mean of the net's `predictions` (options: patch, overlap, device, batch_size, flips)."""
+    total, n = None, 0
+    for _, y in predictions(model, upsampled, slice_axis, **options):
+        total = y if total is None else total + y
+        n += 1
+    return total / n
+
+
+def apply_sr_with_spread(model: SRNet, upsampled: np.ndarray, slice_axis: int,
+                         **options) -> tuple[np.ndarray, np.ndarray]:
+    """(output, spread): the output of `apply_sr` (the unflipped predictions' mean) and the
+    per-voxel standard deviation of all predictions, flipped ones included: where
+    predictions that should agree differ, the output is not to be trusted (twice the time)."""
+    plain, n_plain = None, 0
+    total = squares = None
+    n = 0
+    for flipped, y in predictions(model, upsampled, slice_axis, flips=True, **options):
+        y64 = y.astype(np.float64)
+        total = y64 if total is None else total + y64
+        squares = y64 ** 2 if squares is None else squares + y64 ** 2
+        n += 1
+        if not flipped:
+            plain = y if plain is None else plain + y
+            n_plain += 1
+    spread = np.sqrt(np.maximum(squares / n - (total / n) ** 2, 0.0)).astype(np.float32)
+    return plain / n_plain, spread

@@ -150,29 +150,36 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
     _copy(live_csv, loss_csv)
 
 
-def _apply(model, meta: dict, lr_norm: np.ndarray, axis: int, keep_real_slices: bool, device: str) -> np.ndarray:
-    from .sr import apply_sr
+def _apply(model, meta: dict, g: Geometry, lr_norm: np.ndarray, keep_real_slices: bool, data_consistency: bool,
+           device: str, spread: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(output, spread of the predictions or None), normalised intensities."""
+    from .consistency import make_consistent
+    from .sr import apply_sr, apply_sr_with_spread
 
-    r = int(meta["factor"])
+    axis, r = g.slice_axis, int(meta["factor"])
     up = upsample(lr_norm, axis, r, "cubic")
-    out = apply_sr(model, up, axis, device=device)
+    out, sd = apply_sr_with_spread(model, up, axis, device=device) if spread else (apply_sr(model, up, axis, device=device), None)
+    if data_consistency:
+        out = make_consistent(out, lr_norm, axis, r, meta["slice_model"], g.thickness_mm, g.spacing_mm / r)
     if keep_real_slices:
         index = [slice(None)] * 3
         index[axis] = slice(0, None, r)
         out[tuple(index)] = lr_norm
-    return out
+    return out, sd
 
 
 def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geometry | None = None,
-                keep_real_slices: bool = False, device: str = "auto",
-                slice_axis: int | None = None) -> tuple[Volume, Geometry]:
+                keep_real_slices: bool = False, device: str = "auto", slice_axis: int | None = None,
+                data_consistency: bool = False, spread: bool = False) -> tuple[Volume, Geometry, Volume | None]:
     """A trained SR model applied to a scan: its output Volume (input intensities, on the
-    scan's output grid) and the scan's geometry.
+    scan's output grid), the scan's geometry and, with `spread`, the uncertainty map: the
+    per-voxel spread of predictions that should agree (sr.apply_sr_with_spread), or None.
 
     With `geometry` (inside the workflow) the prepared record is used; without it (a new
     scan) the slice axis and normalisation are found the same way `prepare` finds them,
     and the scan must fit the model: same slice spacing (within 2%) so that the model's
-    factor r gives the model's target spacing.
+    factor r gives the model's target spacing. `data_consistency`: correct the output so that
+    it re-acquires to the real slices (consistency.make_consistent, with the model's slice model).
     """
     from .sr import load_model
 
@@ -191,18 +198,24 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
         raise ThinsliceError(
             f"{source}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
             f"{spacing:.4g} mm slices (x{r} -> {spacing / r:.4g} mm); train a model for this protocol")
-    hr = _apply(model, meta, g.normalize(lr.data), g.slice_axis, keep_real_slices, device)
-    return Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, r)), g
+    hr, sd = _apply(model, meta, g, g.normalize(lr.data), keep_real_slices, data_consistency, device, spread)
+    affine = output_affine(lr.affine, g.slice_axis, r)
+    spread_map = None if sd is None else Volume(sd * (g.norm_high - g.norm_low), affine)
+    return Volume(g.denormalize(hr), affine), g, spread_map
 
 
 def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,
-          device: str = "auto", slice_axis: int | None = None) -> Geometry:
+          device: str = "auto", slice_axis: int | None = None, data_consistency: bool = False,
+          uncertainty: str | None = None) -> Geometry:
     """`apply_model` from file to file: a prepared volume with its `geometry` record, or a
-    scan in any supported format."""
+    scan in any supported format; the uncertainty map goes to `uncertainty` when given."""
     if geometry:
         lr, g = load_prepared(image, geometry)
     else:
         lr, g = load_volume(image)[0], None
-    hr, g = apply_model(model_path, lr, str(image), g, keep_real_slices, device, slice_axis)
+    hr, g, spread = apply_model(model_path, lr, str(image), g, keep_real_slices, device, slice_axis,
+                                data_consistency, spread=uncertainty is not None)
     save_volume(hr, out)
+    if spread is not None:
+        save_volume(spread, uncertainty)
     return g

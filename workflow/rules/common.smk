@@ -98,6 +98,12 @@ def read_samples(path):
 
 SAMPLES = read_samples(config["samples"])
 SUBJECTS = list(SAMPLES)
+
+
+# A subject wildcard is one of the sample sheet's subjects (so <subject>_uncertainty is no subject).
+wildcard_constraints:
+    subject="|".join(re.escape(s) for s in SUBJECTS),
+
 if config["figure"]["subject"] is not None and config["figure"]["subject"] not in SAMPLES:
     raise ValueError(f"config key 'figure.subject': '{config['figure']['subject']}' is not a subject of "
                      f"the sample sheet {config['samples']}; choose one of {', '.join(SUBJECTS)}")
@@ -186,12 +192,22 @@ def method_output(method, subject):
     return f"{OUT}/{method}/{subject}.nii.gz"
 
 
+def uncertainty_output(method, subject):
+    """The uncertainty map that `infer` writes beside an SR output."""
+    return f"{OUT}/{method}/{subject}_uncertainty.nii.gz"
+
+
+def figure_uncertainty_maps():
+    """The figure subject's uncertainty maps: SR method -> NIfTI."""
+    return {m: uncertainty_output(m, figure_subject()) for m in METHODS if m.startswith("sr_")}
+
+
 def figure_subject():
     return config["figure"]["subject"] or SUBJECTS[0]
 
 
 def all_targets():
-    targets = [f"{OUT}/metrics.csv", f"{OUT}/metrics_summary.csv", f"{OUT}/metrics_summary.md"]
+    targets = [f"{OUT}/metrics.csv", f"{OUT}/metrics_summary.csv", f"{OUT}/metrics_summary.md", f"{OUT}/qc.csv"]
     targets += figure_targets()
     targets += [method_output(m, s) for m in METHODS for s in SUBJECTS]
     return targets
@@ -225,6 +241,8 @@ def figure_names():
     names.append("reformats")
     if has_truth(figure_subject()):
         names.append("errors")
+    if any(m.startswith("sr_") for m in METHODS):  # only SR outputs come with an uncertainty map
+        names.append("uncertainty")
     names += ["profile", "metrics"]
     if loss_logs():
         names.append("training")

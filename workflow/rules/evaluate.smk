@@ -8,10 +8,14 @@ rule evaluate:
         geometry=f"{OUT}/input/{{subject}}.json",
         mask=f"{OUT}/input/{{subject}}_mask.nii.gz",
         truth=lambda wc: truth_path(wc.subject) if has_truth(wc.subject) else [],
+        uncertainty=lambda wc: uncertainty_output(wc.method, wc.subject) if wc.method.startswith("sr_") else [],
     output:
-        f"{OUT}/metrics/{{method}}/{{subject}}.json",
+        row=f"{OUT}/metrics/{{method}}/{{subject}}.json",
+        qc=f"{OUT}/qc/{{method}}/{{subject}}.json",
     params:
         truth=lambda wc, input: f"--truth {shlex.quote(str(input.truth))}" if input.truth else "",
+        uncertainty=lambda wc, input: f"--uncertainty {shlex.quote(str(input.uncertainty))}" if input.uncertainty else "",
+        slice_model=config["slice_model"],
     log:
         f"{LOGS}/evaluate/{{method}}/{{subject}}.log",
     benchmark:
@@ -24,21 +28,25 @@ rule evaluate:
         runtime=30,
     shell:
         "python -m thinslice evaluate --output {input.output} --image {input.image} --geometry {input.geometry}"
-        " --mask {input.mask} {params.truth} --subject {wildcards.subject} --method {wildcards.method}"
-        " --out {output} --log {log:q}"
+        " --mask {input.mask} {params.truth} {params.uncertainty} --slice-model {params.slice_model}"
+        " --subject {wildcards.subject} --method {wildcards.method}"
+        " --out {output.row} --qc {output.qc} --log {log:q}"
 
 
 rule collect_metrics:
     input:
-        expand(f"{OUT}/metrics/{{method}}/{{subject}}.json", method=METHODS, subject=SUBJECTS),
+        rows=expand(f"{OUT}/metrics/{{method}}/{{subject}}.json", method=METHODS, subject=SUBJECTS),
+        qc=expand(f"{OUT}/qc/{{method}}/{{subject}}.json", method=METHODS, subject=SUBJECTS),
     output:
         table=report(f"{OUT}/metrics.csv", caption="../report/metrics.rst", category="Metrics"),
         summary=report(f"{OUT}/metrics_summary.csv", caption="../report/metrics_summary.rst", category="Metrics"),
         markdown=f"{OUT}/metrics_summary.md",
+        qc=report(f"{OUT}/qc.csv", caption="../report/qc.rst", category="Quality control"),
     params:
         skipped=[f"{m}: {why}" for m, why in SKIPPED.items()],  # also shown in the report's caption
     log:
-        f"{LOGS}/collect_metrics.log",
+        metrics=f"{LOGS}/collect_metrics.log",
+        qc=f"{LOGS}/collect_qc.log",
     benchmark:
         f"{OUT}/benchmarks/collect_metrics.tsv"
     conda:
@@ -48,5 +56,7 @@ rule collect_metrics:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m thinslice collect {input} --out {output.table} --summary-csv {output.summary}"
-        " --summary-md {output.markdown} --skipped {params.skipped:q} --log {log:q}"
+        "python -m thinslice collect {input.rows} --out {output.table} --summary-csv {output.summary}"
+        " --summary-md {output.markdown} --skipped {params.skipped:q} --log {log.metrics:q}"
+        " && python -m thinslice collect-qc {input.qc} --out {output.qc} --log {log.qc:q}"
+

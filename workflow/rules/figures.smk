@@ -99,6 +99,35 @@ rule figure_errors:
         FIGURE_SHELL
 
 
+rule figure_uncertainty:
+    input:
+        unpack(figure_volumes),
+        maps=lambda wc: list(figure_uncertainty_maps().values()),
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/uncertainty.png", caption="../report/uncertainty.rst", category="Figures",
+               labels={"figure": "uncertainty"}),
+    params:
+        kind="uncertainty",
+        methods=" ".join(METHODS),
+        truth=figure_truth_option,
+        extra=lambda wc: "--uncertainty " + " ".join(
+            shlex.quote(f"{m}={path}") for m, path in figure_uncertainty_maps().items()),
+        title=lambda wc: figure_title(),
+    log:
+        f"{LOGS}/figures/uncertainty.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/uncertainty.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=20,
+    shell:
+        FIGURE_SHELL
+
+
 rule figure_profile:
     input:
         unpack(figure_volumes),

@@ -68,11 +68,13 @@ rule infer:
         image=f"{OUT}/input/{{subject}}.nii.gz",
         geometry=f"{OUT}/input/{{subject}}.json",
     output:
-        f"{OUT}/sr_{{source}}/{{subject}}.nii.gz",
+        image=f"{OUT}/sr_{{source}}/{{subject}}.nii.gz",
+        uncertainty=f"{OUT}/sr_{{source}}/{{subject}}_uncertainty.nii.gz",
     wildcard_constraints:
         source="vae|self|supervised|both",
     params:
         keep=lambda wc: "--keep-real-slices" if config["sr"]["keep_real_slices"] else "--no-keep-real-slices",
+        consistency=lambda wc: "--data-consistency" if config["sr"]["data_consistency"] else "--no-data-consistency",
         device=config["device"],
     log:
         f"{LOGS}/infer/sr_{{source}}/{{subject}}.log",
@@ -86,5 +88,6 @@ rule infer:
         mem_mb=8000,
         runtime=30,
     shell:
-        "python -m thinslice infer --model {input.model:q} {input.image:q} {output:q}"
-        " --geometry {input.geometry:q} {params.keep} --device {params.device} --threads {threads} --log {log:q}"
+        "python -m thinslice infer --model {input.model:q} {input.image:q} {output.image:q}"
+        " --uncertainty {output.uncertainty:q}"
+        " --geometry {input.geometry:q} {params.keep} {params.consistency} --device {params.device} --threads {threads} --log {log:q}"
