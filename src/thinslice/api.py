@@ -53,7 +53,7 @@ def upsample(image, model: str | Path | None = None, *, method: str = "cubic", f
         from .steps import apply_model
 
         out, _, _ = apply_model(model, vol, source, keep_real_slices=keep_real_slices, device=device,
-                             slice_axis=slice_axis, data_consistency=data_consistency)
+                                slice_axis=slice_axis, data_consistency=data_consistency)
     else:
         if method not in ("linear", "cubic"):
             raise ThinsliceError(f"upsample: method must be 'linear' or 'cubic' without a model, got {method!r}")
