@@ -50,6 +50,8 @@ def write_series(
     intercept: float | None = None,
     series_uids=None,
     seed: int = 0,
+    position_decimals: int = 5,
+    shear_mm: float = 0.0,
 ) -> dict:
     """Write an oblique MR series (one file per slice and echo) in shuffled file order.
 
@@ -63,7 +65,8 @@ def write_series(
     normal = np.cross(iop[:3], iop[3:])
     steps = np.full(n_slices - 1, spacing) if gaps is None else np.asarray(gaps, float)
     depth = np.concatenate([[0.0], np.cumsum(steps)])
-    positions = np.round(np.array([-20.5, 31.25, 12.0]) + depth[:, None] * normal, 5)
+    sideways = shear_mm * np.arange(n_slices)[:, None] * iop[:3]   # a sheared stack (gantry tilt)
+    positions = np.round(np.array([-20.5, 31.25, 12.0]) + depth[:, None] * normal + sideways, position_decimals)
     base = _anatomy_slices(n_slices, rows, cols)
     pixels = [(base // (e + 1) + 7 * e).astype(np.int16) for e in range(len(echo_times))]
     series_uids = series_uids or [generate_uid()] * n_slices
@@ -172,6 +175,26 @@ def test_shuffled_files_sorted_and_spacing_from_positions(tmp_path):
 def test_irregular_spacing_is_an_error(tmp_path):
     write_series(tmp_path, n_slices=4, gaps=[2.0, 2.0, 3.0])
     expect_error("irregular", tmp_path)
+
+
+def test_positions_stored_to_a_tenth_of_a_mm_are_accepted(tmp_path):
+    # an oblique stack at 7 mm with positions rounded to 0.1 mm: its gaps jitter
+    truth = write_series(tmp_path, n_slices=16, rows=4, cols=4, spacing=7.0, position_decimals=1)
+    gaps = np.diff(truth["positions"] @ truth["normal"])
+    assert gaps.max() - gaps.min() > 0.07   # more than 1% of the spacing
+    vol, _ = read_dicom_series(tmp_path)
+    assert vol.spacing[2] == pytest.approx(7.0, abs=0.02)
+
+
+def test_a_missing_slice_is_an_error(tmp_path):
+    write_series(tmp_path, n_slices=8, rows=4, cols=4, gaps=[7.0] * 3 + [14.0] + [7.0] * 3, position_decimals=1)
+    message = expect_error("a slice is missing", tmp_path)
+    assert "13.9" in message or "14" in message
+
+
+def test_a_sheared_stack_is_an_error(tmp_path):
+    write_series(tmp_path, n_slices=8, rows=4, cols=4, spacing=5.0, shear_mm=0.4)   # about 4.6 degrees
+    expect_error("drift", tmp_path)
 
 
 def test_duplicate_position_is_an_error(tmp_path):

@@ -24,9 +24,10 @@ def test_detect_slice_axis_is_largest_spacing(spacing, axis):
     assert detect_slice_axis(spacing) == axis
 
 
-def test_detect_slice_axis_ties_take_first():
-    assert detect_slice_axis((2.0, 2.0, 2.0)) == 0
-    assert detect_slice_axis((1.0, 3.0, 3.0 + 1e-9)) == 1  # noise below 1e-6 mm is a tie
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (1.0, 3.0, 3.0 + 1e-9), (0.7, 3.0, 2.98)])
+def test_a_tie_for_the_largest_spacing_is_an_error(spacing):
+    with pytest.raises(ThinsliceError, match="slice axis is ambiguous; name it"):
+        detect_slice_axis(spacing, "scan.nii.gz")
 
 
 def test_resolve_factor_explicit():

@@ -49,7 +49,7 @@ def test_infer_without_workflow_lands_on_the_output_grid(trained, tmp_path):
 
 def test_infer_refuses_a_scan_of_another_spacing(trained, anatomical_path, tmp_path, capsys):
     out = tmp_path / "no.nii.gz"
-    assert main(["infer", "--model", str(trained / "sr.pt"), str(anatomical_path), str(out)]) == INPUT_ERROR
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(anatomical_path), str(out), "--slice-axis", "2"]) == INPUT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit model" in err[0] and "4 mm" in err[0]
     assert not out.exists()

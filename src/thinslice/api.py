@@ -57,7 +57,7 @@ def upsample(image, model: str | Path | None = None, *, method: str = "cubic", f
     else:
         if method not in ("linear", "cubic"):
             raise ThinsliceError(f"upsample: method must be 'linear' or 'cubic' without a model, got {method!r}")
-        axis = detect_slice_axis(vol.spacing) if slice_axis is None else int(slice_axis)
+        axis = detect_slice_axis(vol.spacing, source) if slice_axis is None else int(slice_axis)
         r = resolve_factor(float(vol.spacing[axis]), factor, target_spacing_mm, source)
         out = Volume(interpolate(vol.data, axis, r, method), output_affine(vol.affine, axis, r))
     return nifti_image(out)

@@ -31,7 +31,11 @@ _ECHO_DECIMALS = 3  # echo times are grouped after rounding to 1e-3 ms
 _IOP_TOL = 1e-4  # max abs difference between direction cosines of one series
 _SPACING_TOL = 1e-4  # mm, for PixelSpacing equality
 _DUPLICATE_TOL = 1e-3  # mm; slices closer than this along the normal are duplicates
-_IRREGULAR_REL = 0.01  # slice gaps may differ from their median by at most 1%
+# Slice positions may stray from an evenly spaced line by this much: scanners store them
+# rounded (often to 0.1 mm per coordinate), which on an oblique stack makes the gaps jitter.
+_JITTER_MM = 0.2
+_JITTER_REL = 0.02     # ... or by this share of the spacing, when that is more
+_MISSING_GAP = 1.5     # a gap this many times the median means a missing slice
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -294,19 +298,33 @@ def read_dicom_series(folder: str | Path, echo: int | None = None) -> tuple[Volu
             "are at the same slice position",
             "one series per folder and one file per slice: remove duplicates or other acquisitions",
         )
-    spacing = float(np.median(gaps))
-    if np.abs(gaps - spacing).max() > _IRREGULAR_REL * spacing:
+    median = float(np.median(gaps))
+    if gaps.max() > _MISSING_GAP * median:
+        k = int(np.argmax(gaps))
         raise _fail(
             folder,
-            f"slice spacing is irregular (gaps {gaps.min():.4g} to {gaps.max():.4g} mm, "
-            f"median {spacing:.4g} mm)",
-            "check for missing slices or mixed stacks; thinslice needs evenly spaced slices",
+            f"a slice is missing: {gaps[k]:.4g} mm between {chosen[k].path.name} and "
+            f"{chosen[k + 1].path.name}, where the other slices are {median:.4g} mm apart",
+            "export the whole series; thinslice needs evenly spaced slices",
+        )
+    # the spacing of the line through all positions; each slice must lie near it
+    index = np.arange(len(depth))
+    spacing, start = np.polyfit(index, depth, 1)
+    spacing = float(spacing)
+    stray = float(np.abs(depth - (start + spacing * index)).max())
+    if stray > max(_JITTER_MM, _JITTER_REL * spacing):
+        raise _fail(
+            folder,
+            f"slice spacing is irregular (gaps {gaps.min():.4g} to {gaps.max():.4g} mm; a slice lies "
+            f"{stray:.3g} mm off an even spacing of {spacing:.4g} mm)",
+            "check for mixed stacks; thinslice needs evenly spaced slices",
         )
     # The affine puts slice k at origin + k*spacing*normal; a sheared stack (gantry
-    # tilt) would be misplaced, so require positions on that line to 0.1 pixel.
+    # tilt) would be misplaced, so require positions on that line to 0.1 pixel (or to the
+    # rounding of stored positions, when that is more).
     offaxis = (positions - positions[0]) - np.outer(depth - depth[0], normal)
     worst = float(np.linalg.norm(offaxis, axis=1).max())
-    if worst > 0.1 * float(first.pixel_spacing.min()):
+    if worst > max(0.1 * float(first.pixel_spacing.min()), _JITTER_MM):
         raise _fail(
             folder,
             f"slice positions drift {worst:.3g} mm sideways from the slice normal "

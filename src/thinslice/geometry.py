@@ -20,9 +20,21 @@ from .errors import ThinsliceError
 FACTOR_TOLERANCE = 1e-2
 
 
-def detect_slice_axis(spacing) -> int:
-    """The array axis with the largest spacing (the first one on ties)."""
-    return int(np.argmax(np.round(np.asarray(spacing, dtype=float), 6)))
+# Spacings within this share of the largest count as equal: no axis is the slice axis then.
+AMBIGUOUS_REL = 0.01
+
+
+def detect_slice_axis(spacing, source: str = "input") -> int:
+    """The array axis with the largest spacing; an error when two or three axes share it
+    (an isotropic volume has no slice axis to find: the user must name it)."""
+    spacing = np.asarray(spacing, dtype=float)
+    axis = int(np.argmax(spacing))
+    tied = [a for a in range(3) if a != axis and spacing[a] >= (1 - AMBIGUOUS_REL) * spacing[axis]]
+    if tied:
+        raise ThinsliceError(
+            f"{source}: voxel spacing {' x '.join(f'{v:.4g}' for v in spacing)} mm has no single largest "
+            f"axis, so the slice axis is ambiguous; name it (sample sheet column slice_axis, or --slice-axis)")
+    return axis
 
 
 def resolve_factor(spacing_mm: float, factor: int | None = None,
@@ -114,7 +126,7 @@ def describe(affine, shape, slice_axis: int | None, thickness_mm: float | None, 
              target_spacing_mm: float | None, norm: tuple[float, float], source: str) -> Geometry:
     """Build the geometry record of an LR scan."""
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-    axis = detect_slice_axis(spacing) if slice_axis is None else int(slice_axis)
+    axis = detect_slice_axis(spacing, source) if slice_axis is None else int(slice_axis)
     if axis not in (0, 1, 2):
         raise ThinsliceError(f"{source}: slice_axis must be 0, 1 or 2, got {slice_axis}")
     if shape[axis] < 2:

@@ -188,7 +188,7 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
     g = geometry
     if g is None:
         check_volume(lr, source)
-        axis = detect_slice_axis(lr.spacing) if slice_axis is None else slice_axis
+        axis = detect_slice_axis(lr.spacing, source) if slice_axis is None else slice_axis
         g = describe(lr.affine, lr.shape, axis, meta.get("thickness_mm"), r, None,
                      robust_range(lr.data, foreground_mask(lr.data), source=source), source=source)
     if g.factor != r:
