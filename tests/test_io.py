@@ -241,3 +241,15 @@ def test_degenerate_affine_is_refused(tmp_path):
     nib.save(img, path)
     with pytest.raises(ThinsliceError, match="flat.nii.gz: degenerate affine"):
         load_volume(path)
+
+
+def test_a_nifti_without_voxel_size_is_refused(tmp_path):
+    img = nib.Nifti1Image(np.ones((4, 5, 6), np.float32), None)
+    img.header.set_zooms((0.0, 0.0, 0.0))
+    img.header["qform_code"] = img.header["sform_code"] = 0
+    nib.save(img, tmp_path / "nozoom.nii.gz")
+    with pytest.raises(ThinsliceError, match="no voxel size"):
+        load_volume(tmp_path / "nozoom.nii.gz")
+    img.header.set_zooms((0.5, 0.5, 3.0))   # the same file with its voxel size is read
+    nib.save(img, tmp_path / "zoom.nii.gz")
+    assert load_volume(tmp_path / "zoom.nii.gz")[0].spacing[2] == pytest.approx(3.0)

@@ -62,6 +62,17 @@ def read_nifti(path: str | Path) -> Volume:
     return nifti_volume(nib.load(str(path)), str(path))
 
 
+def _has_no_voxel_size(path: Path) -> bool:
+    """A NIfTI header without qform and sform whose pixdim is 0 along a spatial axis: nibabel
+    reads it as 1 mm (with a warning), which would upsample along a wrong axis or to a wrong spacing."""
+    img = nib.load(str(path))
+    if int(img.header["qform_code"]) or int(img.header["sform_code"]):
+        return False
+    with nib.openers.ImageOpener(str(path)) as f:
+        raw = type(img.header).from_fileobj(f, check=False)   # the header as stored, before nibabel's fixes
+    return bool(np.any(np.asarray(raw["pixdim"][1:4]) == 0))
+
+
 def nifti_volume(img, source: str) -> Volume:
     """A nibabel image (NIfTI or any image with an affine) as a Volume; a trailing axis of
     length 1 is dropped; no input checks."""
@@ -110,6 +121,9 @@ def load_volume(path: str | Path, echo: int | None = None) -> tuple[Volume, dict
         suffix = _suffix(path)
         try:
             if suffix in NIFTI_SUFFIXES:
+                if _has_no_voxel_size(path):
+                    raise ThinsliceError(f"{path}: the header gives no voxel size (pixdim 0, no qform or sform); "
+                                         f"write the voxel size into the header (e.g. nibabel set_zooms) first")
                 vol = read_nifti(path)
             elif suffix in SITK_SUFFIXES:
                 vol = _read_sitk(path)
