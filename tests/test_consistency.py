@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thinslice.consistency import (CONSISTENCY_CAP_DB, acquisition_matrix, consistency_psnr, make_consistent,
-                                   reacquire)
+from thinslice.consistency import CONSISTENCY_CAP_DB, acquisition_matrix, consistency_psnr, make_consistent
 from thinslice.degrade import degrade
 from thinslice.interpolate import upsample
 from thinslice.metrics import psnr
@@ -28,7 +27,6 @@ def test_the_matrix_is_the_slice_model(anatomical, r, model):
     truth, lr = _simulated(anatomical, r, model)
     d = acquisition_matrix(truth.shape[2], r, model, 2.0 * r, 2.0)
     np.testing.assert_allclose(truth @ d.T, lr, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(reacquire(truth, 2, r, model, 2.0 * r, 2.0), lr)
 
 
 @pytest.mark.parametrize("r,model", CASES)

@@ -25,17 +25,11 @@ def acquisition_matrix(n_out: int, r: int, model: str, thickness_mm: float, out_
     return degrade(np.eye(n_out), 0, r, model, thickness_mm, out_spacing_mm).astype(np.float64)
 
 
-def reacquire(output: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
-              out_spacing_mm: float) -> np.ndarray:
-    """The slices the acquisition would have recorded of `output` (a volume on the output grid)."""
-    return degrade(output, axis, r, model, thickness_mm, out_spacing_mm)
-
-
 def consistency_psnr(output: np.ndarray, lr: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
                      out_spacing_mm: float, mask: np.ndarray | None = None) -> float:
     """PSNR (dB) of the re-acquired output against the real slices, over `mask` (the input's
     foreground), peak = the real slices' maximum there; capped at CONSISTENCY_CAP_DB."""
-    again = reacquire(output, axis, r, model, thickness_mm, out_spacing_mm)
+    again = degrade(output, axis, r, model, thickness_mm, out_spacing_mm)   # the re-acquisition
     lr = np.asarray(lr, dtype=np.float64)
     mask = np.ones(lr.shape, dtype=bool) if mask is None or not mask.any() else mask
     value = psnr(again, lr, mask, peak=float(lr[mask].max()))

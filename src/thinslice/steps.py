@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ThinsliceError
-from .geometry import Geometry, describe, detect_slice_axis, output_affine
+from .geometry import Geometry, describe, output_affine
 from .interpolate import upsample
-from .io import atomic_path, check_volume, load_volume, read_nifti, save_volume
+from .io import atomic_path, load_volume, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
 from .volume import Volume
@@ -175,8 +175,8 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
     scan's output grid), the scan's geometry and, with `spread`, the uncertainty map: the
     per-voxel spread of predictions that should agree (sr.apply_sr_with_spread), or None.
 
-    With `geometry` (inside the workflow) the prepared record is used; without it (a new
-    scan) the slice axis and normalisation are found the same way `prepare` finds them,
+    `lr` has passed io.check_volume (load_volume checks every scan it reads). With `geometry`
+    (inside the workflow) the prepared record is used; without it (a new scan) the slice axis and normalisation are found the same way `prepare` finds them,
     and the scan must fit the model: same slice spacing (within 2%) so that the model's
     factor r gives the model's target spacing. `data_consistency`: correct the output so that
     it re-acquires to the real slices (consistency.make_consistent, with the model's slice model).
@@ -186,10 +186,8 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
     model, meta = load_model(model_path)
     r = int(meta["factor"])
     g = geometry
-    if g is None:
-        check_volume(lr, source)
-        axis = detect_slice_axis(lr.spacing, source) if slice_axis is None else slice_axis
-        g = describe(lr.affine, lr.shape, axis, meta.get("thickness_mm"), r, None,
+    if g is None:   # describe finds the slice axis when none is given
+        g = describe(lr.affine, lr.shape, slice_axis, meta.get("thickness_mm"), r, None,
                      robust_range(lr.data, foreground_mask(lr.data), source=source), source=source)
     if g.factor != r:
         raise ThinsliceError(f"{source}: factor {g.factor} does not fit model {model_path} (factor {r})")
@@ -213,8 +211,9 @@ def infer(model_path: str, image: str, out: str, geometry: str | None = None, ke
         lr, g = load_prepared(image, geometry)
     else:
         lr, g = load_volume(image)[0], None
-    hr, g, spread = apply_model(model_path, lr, str(image), g, keep_real_slices, device, slice_axis,
-                                data_consistency, spread=uncertainty is not None)
+    hr, g, spread = apply_model(model_path, lr, str(image), geometry=g, keep_real_slices=keep_real_slices,
+                                device=device, slice_axis=slice_axis, data_consistency=data_consistency,
+                                spread=uncertainty is not None)
     save_volume(hr, out)
     if spread is not None:
         save_volume(spread, uncertainty)
