@@ -65,7 +65,7 @@ def test_usage_input_and_file_errors_have_their_own_status(tmp_path, prepared, a
     with pytest.raises(SystemExit) as done:
         main(["upsample", "--method", "quintic"])
     assert done.value.code == USAGE_ERROR
-    assert main(["prepare", "--input", str(anatomical_path), "--slice-axis", "2", "--target-spacing", "0.75",
+    assert main(["prepare", "--input", str(anatomical_path), "--slice-axis", "2", "--target-spacing", "2.5",
                  "--out-image", str(tmp_path / "i.nii.gz"), "--out-geometry", str(tmp_path / "i.json"),
                  "--out-mask", str(tmp_path / "m.nii.gz")]) == INPUT_ERROR
     assert main(["upsample", "--method", "cubic", "--image", str(tmp_path / "absent.nii.gz"),
@@ -157,12 +157,12 @@ def test_bench_table_of_an_unfinished_run_is_one_line(tmp_path, capsys):
 
 def test_with_log_the_error_is_on_the_console_and_in_the_log(tmp_path, anatomical_path):
     log = tmp_path / "logs" / "prepare.log"
-    done = thinslice("prepare", "--input", str(anatomical_path), "--slice-axis", "2", "--target-spacing", "0.75",
+    done = thinslice("prepare", "--input", str(anatomical_path), "--slice-axis", "2", "--target-spacing", "2.5",
                      "--out-image", str(tmp_path / "i.nii.gz"), "--out-geometry", str(tmp_path / "i.json"),
                      "--out-mask", str(tmp_path / "m.nii.gz"), "--log", str(log))
     assert done.returncode == INPUT_ERROR
     console = done.stderr.strip().splitlines()
-    assert len(console) == 1 and console[0].startswith("thinslice prepare: error: ") and "0.75" in console[0]
+    assert len(console) == 1 and console[0].startswith("thinslice prepare: error: ") and "2.5" in console[0]
     assert console[0] in log.read_text()
 
 

@@ -49,7 +49,7 @@ PEER_PROVIDES = {"eclare": {"numpy", "scipy", "nibabel", "torch", "tqdm", "matpl
 # the kinds of rule the envs are for: one env per kind of rule (imaging, torch, figures)
 EXPECTED_ENV = {
     "fetch_demo": "imaging.yaml", "fetch_ch2": "imaging.yaml", "simulate": "imaging.yaml",
-    "prepare": "imaging.yaml", "interpolate": "imaging.yaml", "degrade": "imaging.yaml",
+    "prepare": "imaging.yaml", "interpolate": "imaging.yaml", "degrade": "imaging.yaml", "vae_output": "imaging.yaml",
     "evaluate": "imaging.yaml", "collect_metrics": "imaging.yaml",
     "train_vae": "torch.yaml", "synthesize": "torch.yaml", "train_sr": "torch.yaml", "infer": "torch.yaml",
     "eclare": PEER_ENV,

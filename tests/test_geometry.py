@@ -10,7 +10,7 @@ from conftest import oblique_affine
 
 from thinslice.errors import ThinsliceError
 from thinslice.geometry import (Geometry, describe, detect_slice_axis, lr_affine, output_affine,
-                                output_shape, resolve_factor)
+                                output_positions, output_shape, resolve_ratio, working_factor)
 from thinslice.volume import Volume
 
 
@@ -30,27 +30,46 @@ def test_a_tie_for_the_largest_spacing_is_an_error(spacing):
         detect_slice_axis(spacing, "scan.nii.gz")
 
 
-def test_resolve_factor_explicit():
-    assert resolve_factor(4.0, factor=4) == 4
-    assert resolve_factor(4.0, factor=3) == 3
+def test_resolve_ratio_explicit_factor():
+    assert resolve_ratio(4.0, factor=4) == 4
+    assert resolve_ratio(4.0, factor=3) == 3
     with pytest.raises(ThinsliceError, match="integer >= 2"):
-        resolve_factor(4.0, factor=1, source="scan.nii")
+        resolve_ratio(4.0, factor=1, source="scan.nii")
 
 
-def test_resolve_factor_from_target_spacing_tolerates_header_noise():
-    assert resolve_factor(4.0002, target_spacing_mm=1.0) == 4
-    assert resolve_factor(3.0, target_spacing_mm=1.5) == 2
-    assert resolve_factor(0.6 * 3, target_spacing_mm=0.6) == 3
+def test_resolve_ratio_from_target_spacing_tolerates_header_noise():
+    for spacing, target, r in [(4.0002, 1.0, 4), (3.0, 1.5, 2), (0.6 * 3, 0.6, 3)]:
+        ratio = resolve_ratio(spacing, target_spacing_mm=target)
+        assert ratio == r and isinstance(ratio, int)
 
 
-@pytest.mark.parametrize("spacing, target", [(4.4, 1.0), (2.0, 0.75), (3.0, 2.0)])
-def test_resolve_factor_non_integer_is_a_clear_error(spacing, target):
+@pytest.mark.parametrize("spacing, target, ratio, factor", [(3.3, 1.0, 3.3, 4), (5.0, 2.0, 2.5, 3), (3.0, 2.0, 1.5, 2),
+                                                            (2.0, 0.75, 2.0 / 0.75, 3)])
+def test_any_target_spacing_gives_a_ratio_and_the_integer_factor_above_it(spacing, target, ratio, factor):
+    got = resolve_ratio(spacing, target_spacing_mm=target)
+    assert isinstance(got, float) and got == pytest.approx(ratio)
+    assert working_factor(got) == factor
+
+
+@pytest.mark.parametrize("spacing, target", [(3.0, 3.0), (3.0, 4.0), (3.0, 2.98)])
+def test_a_target_spacing_not_finer_than_the_slices_is_a_clear_error(spacing, target):
     with pytest.raises(ThinsliceError) as err:
-        resolve_factor(spacing, target_spacing_mm=target, source="subj01.nii.gz")
+        resolve_ratio(spacing, target_spacing_mm=target, source="subj01.nii.gz")
     msg = str(err.value)
-    assert msg.startswith("subj01.nii.gz:")
-    assert "not an integer" in msg
-    assert "\n" not in msg
+    assert msg.startswith("subj01.nii.gz:") and "not finer than the slice spacing" in msg and "\n" not in msg
+
+
+def test_the_output_grid_of_a_non_integer_ratio_starts_on_the_first_and_ends_by_the_last_real_slice():
+    # 5 mm slices to 2 mm: 37 real slices span 180 mm, so 91 output slices at 0, 2, ..., 180 mm
+    assert output_shape((10, 12, 37), 2, 2.5) == (10, 12, 91)
+    np.testing.assert_allclose(output_positions(37, 2.5) * 5.0, np.arange(91) * 2.0)
+    # 3 mm to 2 mm: 10 real slices span 27 mm: output at 0, 2, ..., 26 mm (14 slices)
+    assert output_shape((10,), 0, 1.5) == (14,)
+    aff = np.diag([0.9, 0.9, 5.0, 1.0])
+    aff[:3, 3] = [-10, 20, 30]
+    out = output_affine(aff, 2, 2.5)
+    np.testing.assert_allclose(out @ [0, 0, 5, 1], aff @ [0, 0, 2, 1])   # output slice 5 on real slice 2
+    np.testing.assert_allclose(np.linalg.norm(out[:3, 2]), 2.0)
 
 
 def test_output_shape():
@@ -116,8 +135,17 @@ def test_geometry_save_load_round_trip(tmp_path):
     back = Geometry.load(path)
     assert back == g
     assert isinstance(back.shape, tuple) and isinstance(back.in_plane_mm, tuple)
-    assert back.target_spacing_mm == pytest.approx(1.0)
+    assert back.target_spacing_mm == pytest.approx(1.0) and back.ratio == 4 and back.on_working_grid
     assert [p.name for p in path.parent.iterdir()] == ["g.json"]  # no temporary file left
+
+
+def test_a_non_integer_geometry_keeps_its_output_spacing(tmp_path):
+    aff = np.diag([0.5, 0.5, 5.0, 1.0])
+    g = describe(aff, (20, 20, 12), None, None, None, 2.0, (0.0, 1.0), "scan")
+    assert (g.factor, g.ratio, g.target_spacing_mm, g.work_spacing_mm) == (3, 2.5, 2.0, pytest.approx(5 / 3))
+    assert not g.on_working_grid
+    g.save(tmp_path / "g.json")
+    assert Geometry.load(tmp_path / "g.json") == g
 
 
 def test_normalize_denormalize_are_inverse():

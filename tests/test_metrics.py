@@ -183,3 +183,18 @@ def test_periodic_artifact_is_one_without_a_pattern_and_high_with_one(anatomical
         outside[15:, :, ::r] = noisy[15:, :, ::r]
         assert periodic_artifact(outside, 2, r, mask) == pytest.approx(periodic_artifact(smooth, 2, r, mask), rel=1e-4)
     assert periodic_artifact(smooth, 2, 1) == 1.0
+
+
+@pytest.mark.parametrize("ratio", [1.5, 2.5])
+def test_periodic_artifact_at_a_non_integer_ratio_groups_slices_by_where_they_lie(anatomical, ratio):
+    from scipy import ndimage
+
+    from thinslice.metrics import slice_phases
+
+    smooth = ndimage.gaussian_filter(np.asarray(anatomical[0], dtype=np.float64), 1.5)
+    assert periodic_artifact(smooth, 2, ratio) == pytest.approx(1.0, abs=0.2)   # phase 0: 1 slice in 5 or 3
+    on_real = np.flatnonzero(np.mod(np.arange(smooth.shape[2]) / ratio, 1.0) < 1e-9)  # output slices on real ones
+    assert set(np.flatnonzero(slice_phases(smooth.shape[2], ratio) == 0)) == set(on_real)
+    noisy = smooth.copy()
+    noisy[:, :, on_real] += np.random.default_rng(1).normal(0, 0.02 * smooth.max(), noisy[:, :, on_real].shape)
+    assert periodic_artifact(noisy, 2, ratio) > 2.0 and phase_energy(noisy, 2, ratio).argmax() == 0

@@ -94,23 +94,23 @@ def test_prepare_thin_slices_have_a_gap(tmp_path, anatomical_path):
     assert g.gap_mm == 0.0
 
 
-def test_prepare_non_integer_factor_writes_nothing(tmp_path, anatomical_path):
+def test_prepare_a_target_coarser_than_the_slices_writes_nothing(tmp_path, anatomical_path):
     out = tmp_path / "out"
     with pytest.raises(ThinsliceError) as err:
-        prepare(anatomical_path, *_outs(out), slice_axis=2, target_spacing_mm=0.75)
-    assert str(anatomical_path) in str(err.value) and "not an integer" in str(err.value)
+        prepare(anatomical_path, *_outs(out), slice_axis=2, target_spacing_mm=2.5)
+    assert str(anatomical_path) in str(err.value) and "not finer" in str(err.value)
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_cli_prepare_non_integer_factor(tmp_path, anatomical_path, capsys):
+def test_cli_prepare_a_target_coarser_than_the_slices(tmp_path, anatomical_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     img, geo, msk = _outs(out)
-    rc = main(["prepare", "--input", str(anatomical_path), "--slice-axis", "2", "--target-spacing", "0.75",
+    rc = main(["prepare", "--input", str(anatomical_path), "--slice-axis", "2", "--target-spacing", "2.5",
                "--out-image", str(img), "--out-geometry", str(geo), "--out-mask", str(msk)])
     assert rc == INPUT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("thinslice: error: ") and "not an integer" in err[0]
+    assert len(err) == 1 and err[0].startswith("thinslice: error: ") and "not finer" in err[0]
     assert list(out.iterdir()) == []
 
 

@@ -252,7 +252,7 @@ sr:
 # `rule all` (more evaluations and figures, alike) is left to the dry run below.
 TARGETS = [f"results/tiny/{m}/t1.nii.gz" for m in ("linear", "cubic", "vae", "sr_vae", "sr_self")] + [
     "results/tiny/metrics/sr_vae/t1.json", "results/tiny/figures/training.png"]
-EXPECTED_JOBS = {"simulate": 1, "prepare": 1, "interpolate": 2, "train_vae": 1, "synthesize": 1, "train_sr": 2,
+EXPECTED_JOBS = {"simulate": 1, "prepare": 1, "interpolate": 2, "train_vae": 1, "synthesize": 1, "vae_output": 1, "train_sr": 2,
                  "infer": 2, "evaluate": 1, "figure_training": 1}
 
 
@@ -367,7 +367,7 @@ def test_job_states_are_polled_by_run_name(slurm_run):
 def test_a_failed_job_is_retried_once_then_the_run_fails(tmp_path, anatomical_path):
     slurm = FakeSlurm(tmp_path / "cluster")
     project = _write_project(tmp_path / "project", anatomical_path,
-                             "run: frac\nsamples: samples.tsv\ntarget_spacing_mm: 0.75\nmethods: [linear]",
+                             "run: frac\nsamples: samples.tsv\ntarget_spacing_mm: 2.5\nmethods: [linear]",
                              sheet="subject\tpath\tslice_axis\nt1\tdata/gt.nii.gz\t2\n")
     done = snakemake(project, "--profile", str(PROFILES / "slurm"), "--configfile", "tiny.yaml", *CLUSTER_ARGS,
                      *FAST_STATUS, extra_env=slurm.env())
@@ -380,7 +380,7 @@ def test_a_failed_job_is_retried_once_then_the_run_fails(tmp_path, anatomical_pa
     assert attempts == ["1", "2"], attempts
     assert "SLURM status is: 'FAILED'" in text, text[-3000:]
     log = (project / "logs/frac/prepare/t1.log").read_text()
-    assert "thinslice prepare: error:" in log and "not an integer" in log
+    assert "thinslice prepare: error:" in log and "not finer" in log
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +403,7 @@ def test_slurm_dry_run_lists_every_job(dry_project):
     text = done.stdout + done.stderr
     assert done.returncode == 0, text[-3000:]
     stats = job_stats(text)
-    expected = {"simulate": 1, "prepare": 1, "interpolate": 2, "train_vae": 1, "synthesize": 1, "degrade": 1,
+    expected = {"simulate": 1, "prepare": 1, "interpolate": 2, "train_vae": 1, "synthesize": 1, "vae_output": 1, "degrade": 1,
                 "train_sr": 2, "infer": 2, "evaluate": 5, "collect_metrics": 1, "figure_pipeline": 1,
                 "figure_reformats": 1, "figure_errors": 1, "figure_uncertainty": 1, "figure_profile": 1,
                 "figure_metrics": 1, "figure_training": 1, "all": 1}

@@ -98,3 +98,41 @@ def test_python_api_errors(trained, anatomical_path):
         thinslice.upsample(np.zeros((4, 4, 4)))
     with pytest.raises(thinslice.ThinsliceError, match="'linear' or 'cubic'"):
         thinslice.upsample(str(trained / "lr.nii.gz"), method="sinc", factor=2)
+
+
+# --------------------------------------------------------------------------- any target spacing, echoes
+
+def test_infer_to_another_target_spacing_samples_the_output_grid(trained, tmp_path):
+    """The x2 model (4 mm -> 2 mm) writes a 3 mm grid too: ratio 4/3, sampled from its 2 mm grid."""
+    x2, x43 = tmp_path / "x2.nii.gz", tmp_path / "3mm.nii.gz"
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(trained / "lr.nii.gz"), str(x2), "--threads", "1"]) == 0
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(trained / "lr.nii.gz"), str(x43),
+                 "--target-spacing", "3", "--threads", "1"]) == 0
+    lr, fine, out = (nib.load(str(p)) for p in (trained / "lr.nii.gz", x2, x43))
+    n = lr.shape[2]
+    assert out.shape[2] == int(np.floor((n - 1) * 4 / 3)) + 1
+    np.testing.assert_allclose(out.affine, output_affine(lr.affine, 2, 4 / 3), atol=1e-6)
+    # every 2nd output slice (6 mm) is every 3rd slice of the 2 mm grid: the same values
+    np.testing.assert_allclose(np.asarray(out.dataobj)[:, :, ::2], np.asarray(fine.dataobj)[:, :, ::3], atol=1e-2)
+
+
+def test_infer_refuses_a_target_finer_than_the_model_works_at(trained, tmp_path, capsys):
+    out = tmp_path / "no.nii.gz"
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(trained / "lr.nii.gz"), str(out),
+                 "--target-spacing", "1.5"]) == INPUT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "works at x2" in err[0] and "at least 2 mm" in err[0]
+    assert not out.exists()
+
+
+def test_infer_reads_one_echo_of_a_multi_echo_dicom_series(trained, tmp_path, capsys):
+    from test_dicom import write_series
+
+    folder = tmp_path / "dicom"
+    write_series(folder, n_slices=6, echo_times=(10.0, 20.0), rows=20, cols=18, pixel_spacing=(2.0, 2.0), spacing=4.0)
+    out = tmp_path / "echo2.nii.gz"
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(folder), str(tmp_path / "no.nii.gz")]) == INPUT_ERROR
+    err = capsys.readouterr().err
+    assert "--echo" in err and "sample sheet" not in err.split("--echo")[0]
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(folder), str(out), "--echo", "2", "--threads", "1"]) == 0
+    assert nib.load(str(out)).shape[2] == (6 - 1) * 2 + 1

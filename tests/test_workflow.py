@@ -148,6 +148,55 @@ def test_simulated_figure_logs_and_no_leftovers(simulated_project):
 # scans given as files, with a ground truth column
 
 
+# ---------------------------------------------------------------------------------------------
+# any target spacing: 6 mm slices to a 4 mm grid (ratio 1.5), every method on the truth's samples
+
+@pytest.fixture(scope="module")
+def fractional_project(tmp_path_factory, anatomical_path):
+    d = tmp_path_factory.mktemp("frac")
+    (d / "data").mkdir()
+    img = nib.load(anatomical_path)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), d / "data" / "gt.nii.gz")
+    _write_sheet(d / "samples.tsv", ["subject", "path"], [["t1", "data/gt.nii.gz"]])
+    _write_config(d / "bench.yaml", """
+run: frac
+samples: samples.tsv
+methods: [linear, cubic, vae, sr_vae, sr_self]
+target_spacing_mm: 4.0
+simulate: {enabled: true, axis: 2, factor: 3, profile: gaussian, fwhm_mm: 6.0}
+vae:
+  train: {steps: 4, batch_size: 2, crop_size: 16, base_channels: 4, levels: 1, checkpoint_every: 2,
+          kl_warmup_steps: 1}
+sr:
+  train: {steps: 4, batch_size: 2, patch_size: 16, channels: 4, depth: 1, checkpoint_every: 2}
+""")
+    done = snakemake(d, "--cores", "2", "--configfile", "bench.yaml")
+    assert done.returncode == 0, output_tail(done)
+    return d
+
+
+def test_a_non_integer_ratio_lands_every_method_on_the_output_grid(fractional_project):
+    out = fractional_project / "results" / "frac"
+    lr, truth = nib.load(out / "simulated" / "t1.nii.gz"), nib.load(out / "truth" / "t1.nii.gz")
+    assert lr.shape == (33, 41, 9)                     # 2 mm slices 0, 3, ..., 24: 6 mm apart
+    gt = np.asarray(nib.load(fractional_project / "data" / "gt.nii.gz").dataobj)
+    np.testing.assert_array_equal(np.asarray(truth.dataobj), gt[:, :, ::2])   # the truth's 4 mm samples
+    rows = _read_metrics(out / "metrics.csv")
+    for method in ("linear", "cubic", "vae", "sr_vae", "sr_self"):
+        img = nib.load(out / method / "t1.nii.gz")
+        assert img.shape == (33, 41, 13), method        # 0, 4, ..., 48 mm: the first to the last real slice
+        np.testing.assert_allclose(img.affine, truth.affine, atol=1e-5)
+        # output slice 3 (12 mm) is real slice 2 (12 mm) in the world; slice 1 (4 mm) lies 2/3 of the way to it
+        np.testing.assert_allclose(_world(img.affine, [[7, 9, 3]]), _world(lr.affine, [[7, 9, 2]]), atol=1e-4)
+        np.testing.assert_allclose(_world(img.affine, [[7, 9, 1]]), _world(lr.affine, [[7, 9, 2 / 3]]), atol=1e-4)
+        row = rows[("t1", method)]
+        assert 15 < float(row["psnr"]) < 60 and 20 < float(row["consistency_psnr"]) <= 99, (method, row)
+        assert 1 <= float(row["periodic_artifact"]) < 10, (method, row)
+    assert nib.load(out / "synthetic" / "t1.nii.gz").shape == (33, 41, 17)  # the VAE works at x2 (3 mm)
+    assert float(rows[("t1", "cubic")]["psnr"]) > float(rows[("t1", "linear")]["psnr"])
+    assert (out / "sr_self" / "t1_uncertainty.nii.gz").exists() and (out / "figures" / "reformats.png").exists()
+
+
 @pytest.fixture(scope="module")
 def scan_project(tmp_path_factory, anatomical_path):
     """Subject `a`: LR NIfTI + aligned truth. Subject `b`: the same LR as NRRD (slice axis
@@ -319,20 +368,20 @@ def test_good_config_of_the_same_shape_is_accepted(tmp_path, tiny_data):
 
 
 # ---------------------------------------------------------------------------------------------
-# a non-integer factor found at run time
+# a target spacing that cannot be, found at run time
 
 
-def test_non_integer_factor_fails_in_prepare_and_leaves_nothing(tmp_path, tiny_data):
+def test_a_target_coarser_than_the_slices_fails_in_prepare_and_leaves_nothing(tmp_path, tiny_data):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "gt.nii.gz").symlink_to(tiny_data)
     _write_sheet(tmp_path / "samples.tsv", ["subject", "path", "slice_axis"], [["t1", "data/gt.nii.gz", 2]])
-    _write_config(tmp_path / "cfg.yaml", "run: frac\nsamples: samples.tsv\ntarget_spacing_mm: 0.75")
+    _write_config(tmp_path / "cfg.yaml", "run: frac\nsamples: samples.tsv\ntarget_spacing_mm: 2.5")
     done = snakemake(tmp_path, "--cores", "1", "--configfile", "cfg.yaml")
     assert done.returncode != 0, output_tail(done)
     log = (tmp_path / "logs" / "frac" / "prepare" / "t1.log").read_text().strip().splitlines()
     assert len(log) == 1, log
     assert log[0].startswith("thinslice prepare: error: data/gt.nii.gz:")
-    assert "not an integer" in log[0] and "0.75" in log[0]
+    assert "not finer" in log[0] and "2.5" in log[0]
     assert log[0] in done.stderr.splitlines(), output_tail(done)   # on the console too, not only in the log
     inputs = tmp_path / "results" / "frac" / "input"
     assert not inputs.exists() or list(inputs.iterdir()) == []

@@ -28,7 +28,7 @@ def _fetch_ch2(a):
 def _simulate(a):
     from .prepare import simulate
 
-    simulate(a.truth, a.out_lr, a.out_truth, a.axis, a.factor, a.profile, a.fwhm)
+    simulate(a.truth, a.out_lr, a.out_truth, a.axis, a.factor, a.profile, a.fwhm, a.target_spacing)
 
 
 def _prepare(a):
@@ -49,8 +49,8 @@ def _upsample(a):
 
     lr, g = load_prepared(a.image, a.geometry)
     # interpolation is linear in intensity: normalising first only guards float precision
-    data = g.denormalize(upsample(g.normalize(lr.data), g.slice_axis, g.factor, a.method))
-    save_volume(Volume(data, output_affine(lr.affine, g.slice_axis, g.factor)), a.out)
+    data = g.denormalize(upsample(g.normalize(lr.data), g.slice_axis, g.ratio, a.method))
+    save_volume(Volume(data, output_affine(lr.affine, g.slice_axis, g.ratio)), a.out)
 
 
 def _evaluate(a):
@@ -133,6 +133,12 @@ def _synthesize(a):
     synthesize(a.model, a.image, a.geometry, a.out, a.interpolation, a.keep_real_slices, a.device)
 
 
+def _output_grid(a):
+    from .steps import output_grid
+
+    output_grid(a.image, a.geometry, a.out)
+
+
 def _degrade(a):
     from .steps import degrade
 
@@ -151,8 +157,8 @@ def _infer(a):
 
     g = infer(a.model, a.input, a.output, geometry=a.geometry, keep_real_slices=a.keep_real_slices,
               device=a.device, slice_axis=a.slice_axis, data_consistency=a.data_consistency,
-              uncertainty=a.uncertainty)
-    print(f"{a.input} -> {a.output}: x{g.factor} along axis {g.slice_axis}, "
+              uncertainty=a.uncertainty, echo=a.echo, target_spacing_mm=a.target_spacing)
+    print(f"{a.input} -> {a.output}: x{g.ratio:.4g} along axis {g.slice_axis}, "
           f"{g.spacing_mm:.4g} mm -> {g.target_spacing_mm:.4g} mm")
 
 
@@ -219,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", choices=["gaussian", "box", "skip"], default="gaussian",
                    help="slice profile (default: gaussian)")
     s.add_argument("--fwhm", type=float, required=True, help="slice thickness (profile width) in mm")
+    s.add_argument("--target-spacing", type=float, metavar="MM",
+                   help="output slice spacing, a multiple of the truth's (default: the truth's spacing)")
 
     s = step("prepare", _prepare, "read a scan; write its volume, geometry record and foreground mask")
     s.add_argument("--input", required=True, help="NIfTI, NRRD, MHA or a DICOM series folder")
@@ -303,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "has the decoder's texture)")
     s.add_argument("--out", required=True, help="output NIfTI")
 
+    s = step("output-grid", _output_grid, "sample a volume on a subject's working grid (a synthetic volume) "
+                                          "onto its output grid")
+    s.add_argument("--image", required=True, help="volume on the working grid (synthesize --out)")
+    s.add_argument("--geometry", required=True, help="the subject's geometry record")
+    s.add_argument("--out", required=True, help="output NIfTI")
+
     s = step("degrade", _degrade, "stage 2: degrade a synthetic volume onto the real LR grid")
     s.add_argument("--hr", required=True, help="synthetic thin-slice volume")
     s.add_argument("--geometry", required=True, help="geometry record of the real scan")
@@ -328,10 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", help="NIfTI, NRRD, MHA, or a prepared volume with --geometry")
     s.add_argument("output", help="output NIfTI")
     s.add_argument("--geometry", help="geometry record of a prepared volume (inside the workflow)")
+    s.add_argument("--echo", type=int, help="1-based echo of a multi-echo DICOM series")
     s.add_argument("--slice-axis", type=int, choices=[0, 1, 2],
                    help="the thick-slice axis (default: the axis of largest spacing)")
+    s.add_argument("--target-spacing", type=float, metavar="MM",
+                   help="output slice spacing in mm, any value from the model's working spacing up "
+                        "(default: the spacing the model was trained for)")
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
-                   help="put the real slices back at positions i*r (default: no)")
+                   help="put the real slices back at positions i*r of the working grid (default: no)")
     s.add_argument("--uncertainty", metavar="NIFTI",
                    help="also write the uncertainty map here: the per-voxel spread of the predictions of both "
                         "orientations of the volume and of its flip (twice the inference time)")

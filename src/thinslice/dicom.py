@@ -166,7 +166,7 @@ def _scan(folder: str | Path) -> tuple[Path, list[_Header]]:
     if not folder.is_dir():
         raise ThinsliceError(
             f"DICOM folder {folder}: does not exist or is not a folder; "
-            "fix the path in the sample sheet"
+            "fix the path (the sample sheet's `path` in the workflow)"
         )
     headers = []
     for path in sorted(folder.iterdir()):
@@ -184,7 +184,7 @@ def _scan(folder: str | Path) -> tuple[Path, list[_Header]]:
         raise _fail(
             folder,
             "contains no DICOM image files",
-            "point the sample sheet at a folder holding the files of one DICOM series",
+            "give a folder holding the files of one DICOM series",
         )
     return folder, headers
 
@@ -236,14 +236,14 @@ def _select_echo(headers: list[_Header], echo: int | None, folder: Path):
             raise _fail(
                 folder,
                 f"holds {n} echoes (EchoTime {listed} ms)",
-                f"add an `echo` column (1..{n}) to the sample sheet to choose one",
+                f"choose one (1..{n}) with --echo, or the sample sheet's `echo` column in the workflow",
             )
         echo = 1
     if isinstance(echo, bool) or not isinstance(echo, (int, np.integer)) or not 1 <= echo <= n:
         raise _fail(
             folder,
             f"echo {echo!r} is out of range: the folder holds {n} echo(es)",
-            f"set `echo` in the sample sheet to an integer from 1 to {n}",
+            f"choose an echo from 1 to {n}",
         )
     echo = int(echo)
     if times:

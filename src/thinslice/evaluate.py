@@ -29,14 +29,14 @@ def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str
     in the input's foreground."""
     out, low = read_nifti(output), read_nifti(lr)
     geom = Geometry.load(geometry)
-    axis, r = geom.slice_axis, geom.factor
+    axis, ratio = geom.slice_axis, geom.ratio
     fg = read_nifti(mask).data > 0.5
-    fg_out = nearest_upsample(fg, axis, r)
+    fg_out = nearest_upsample(fg, axis, ratio)
     row = {"subject": subject, "method": method, "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
            "sharpness": through_plane_sharpness(geom.normalize(out.data), axis, fg_out),
-           "periodic_artifact": periodic_artifact(out.data, axis, r, fg_out),
-           "consistency_psnr": consistency_psnr(out.data, low.data, axis, r, slice_model, geom.thickness_mm,
-                                                geom.spacing_mm / r, fg)}
+           "periodic_artifact": periodic_artifact(out.data, axis, ratio, fg_out),
+           "consistency_psnr": consistency_psnr(out.data, low.data, axis, ratio, slice_model, geom.thickness_mm,
+                                                geom.target_spacing_mm, fg)}
     if truth:
         row.update({k: v for k, v in compare(out, read_nifti(truth)).items() if k in COLUMNS})
     return row
@@ -72,16 +72,17 @@ def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | P
     geom = Geometry.load(geometry)
     scores = None
     if uncertainty:
-        fg_out = nearest_upsample(read_nifti(mask).data > 0.5, geom.slice_axis, geom.factor)
+        fg_out = nearest_upsample(read_nifti(mask).data > 0.5, geom.slice_axis, geom.ratio)
         scores = uncertainty_scores(uncertainty, output, geom.slice_axis, fg_out, truth)
     record = {"subject": row["subject"], "method": row["method"], "consistency_psnr": row["consistency_psnr"],
               "periodic_artifact": row["periodic_artifact"], "fwhm_header_mm": geom.thickness_mm,
-              "fwhm_estimate_mm": None, "slice_spacing_mm": geom.spacing_mm, "factor": geom.factor,
+              "fwhm_estimate_mm": None, "slice_spacing_mm": geom.spacing_mm,
+              "output_spacing_mm": geom.target_spacing_mm,
               **(scores or {"uncertainty_mean": None, "uncertainty_error_spearman": None})}
     warnings = []
     if row["periodic_artifact"] > PERIODIC_WARNING:
         warnings.append(f"periodic_artifact {row['periodic_artifact']:.2f} > {PERIODIC_WARNING}: a pattern repeats "
-                        f"every {geom.factor} output slices (look at the reformats)")
+                        f"with the real slices, every {geom.ratio:.3g} output slices (look at the reformats)")
     record["warnings"] = warnings
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 

@@ -41,7 +41,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from .errors import ThinsliceError  # noqa: E402
-from .geometry import Geometry, output_affine, output_shape  # noqa: E402
+from .geometry import Geometry, output_affine, output_positions, output_shape  # noqa: E402
 from .interpolate import nearest_upsample  # noqa: E402
 from .io import atomic_path, read_nifti  # noqa: E402
 from .metrics import resample_to  # noqa: E402
@@ -193,9 +193,9 @@ def truth_on_output_grid(truth_path, lr_path, geom: Geometry) -> np.ndarray:
     """The ground truth sampled at the output grid's voxels (world coordinates; 0 outside its
     field of view), whatever its own grid: a truth column may hold any orientation or extent."""
     lr_img = nib.load(str(lr_path))
-    shape = output_shape(lr_img.shape[:3], geom.slice_axis, geom.factor)
+    shape = output_shape(lr_img.shape[:3], geom.slice_axis, geom.ratio)
     data, affine = _load(truth_path)
-    return _on_grid(data, affine, shape, output_affine(lr_img.affine, geom.slice_axis, geom.factor))[0]
+    return _on_grid(data, affine, shape, output_affine(lr_img.affine, geom.slice_axis, geom.ratio))[0]
 
 
 def _foreground(data: np.ndarray) -> np.ndarray:
@@ -256,7 +256,7 @@ class Scene:
         extra: key -> (label, path, on_lr_grid): other volumes (e.g. the degraded synthetic LR,
         drawn nearest-upsampled when on_lr_grid)."""
         geom = Geometry.load(geometry_path)
-        axis, r = geom.slice_axis, geom.factor
+        axis, r = geom.slice_axis, geom.ratio
         lr, lr_aff = _load(lr_path)
         shape = output_shape(lr.shape, axis, r)
         aff = output_affine(lr_aff, axis, r)
@@ -273,9 +273,9 @@ class Scene:
 
         lr_nearest = nearest_upsample(lr, axis, r)
         samples = np.full(shape, np.nan, np.float32)
-        index = [slice(None)] * 3
-        index[axis] = slice(0, None, r)
-        samples[tuple(index)] = lr
+        positions = output_positions(lr.shape[axis], r)
+        on_real = np.flatnonzero(np.abs(positions - np.rint(positions)) < 1e-6)   # every slice for an integer r
+        np.moveaxis(samples, axis, 0)[on_real] = np.moveaxis(lr, axis, 0)[np.rint(positions[on_real]).astype(int)]
         volumes = {"lr": lr_nearest}
         volumes.update({m: grid(p) for m, p in outputs.items()})
         inside = np.ones(shape, bool)
@@ -358,7 +358,7 @@ class Scene:
         g = self.geometry
         name = {0: "sagittal", 1: "coronal", 2: "axial"}[self.slice_ras]
         return (f"{name} slices ({self.orientation.codes}), {g.spacing_mm:.3g} mm spacing, "
-                f"{g.thickness_mm:.3g} mm thick, x{g.factor} -> {g.target_spacing_mm:.3g} mm")
+                f"{g.thickness_mm:.3g} mm thick, x{g.ratio:.3g} -> {g.target_spacing_mm:.3g} mm")
 
 
 def _bounding_box(mask: np.ndarray, margin: float = 0.05) -> tuple[slice, slice, slice]:

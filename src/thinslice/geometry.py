@@ -1,8 +1,12 @@
 """Slice geometry: which axis is the slice axis, the factor r, and the output grid.
 
-Convention: LR slice i lands on output slice i*r. The output has (n-1)*r+1 slices along
-the slice axis and the input's affine with the slice-axis column divided by r (same
-origin), so it overlays the input in world coordinates whatever the orientation.
+Convention: the output grid is `ratio` = slice spacing / output spacing times finer than
+the scan along the slice axis. Its first slice lies on the first real slice, and it keeps
+the input's affine with the slice-axis column divided by the ratio (same origin), so it
+overlays the input in world coordinates whatever the orientation; it has
+floor((n-1)*ratio)+1 slices, up to the last real slice. For an integer ratio r, real
+slice i is output slice i*r. The learned methods always work on the grid of an integer
+factor (the ratio, or the next integer above it) and resample onto the output grid.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ def detect_slice_axis(spacing, source: str = "input") -> int:
     return axis
 
 
-def resolve_factor(spacing_mm: float, factor: int | None = None,
-                   target_spacing_mm: float | None = None, source: str = "input") -> int:
-    """The integer upsampling factor r, from an explicit factor or a target spacing."""
+def resolve_ratio(spacing_mm: float, factor: int | None = None,
+                  target_spacing_mm: float | None = None, source: str = "input") -> float | int:
+    """The upsampling ratio (slice spacing / output spacing), from an explicit integer factor
+    or a target spacing: an int when the ratio is an integer (within header noise), else a float."""
     if factor is not None:
         if int(factor) != factor or factor < 2:
             raise ThinsliceError(f"{source}: factor must be an integer >= 2, got {factor}")
@@ -47,26 +52,37 @@ def resolve_factor(spacing_mm: float, factor: int | None = None,
     if target_spacing_mm is None or target_spacing_mm <= 0:
         raise ThinsliceError(f"{source}: give a factor or a positive target spacing")
     ratio = spacing_mm / target_spacing_mm
-    r = int(round(ratio))
-    if r < 2 or abs(ratio - r) > FACTOR_TOLERANCE * ratio:
+    if abs(ratio - round(ratio)) <= FACTOR_TOLERANCE * ratio and round(ratio) >= 2:
+        return int(round(ratio))
+    if ratio <= 1 + FACTOR_TOLERANCE:
         raise ThinsliceError(
-            f"{source}: slice spacing {spacing_mm:.4g} mm / target spacing {target_spacing_mm:g} mm "
-            f"= {ratio:.4g} is not an integer >= 2; choose a target spacing that divides the "
-            f"slice spacing (e.g. {spacing_mm / max(2, r):.4g} mm)")
-    return r
+            f"{source}: target spacing {target_spacing_mm:g} mm is not finer than the slice spacing "
+            f"{spacing_mm:.4g} mm; choose a target spacing below {spacing_mm:.4g} mm")
+    return float(ratio)
 
 
-def output_shape(shape, axis: int, r: int) -> tuple[int, int, int]:
-    """Shape of the upsampled grid: (n-1)*r+1 slices along `axis`."""
+def working_factor(ratio: float) -> int:
+    """The integer factor the learned methods work at: the ratio, or the next integer above
+    it (a grid at least as fine as the output grid, which is then sampled from it)."""
+    return max(2, int(np.ceil(ratio - FACTOR_TOLERANCE)))
+
+
+def output_shape(shape, axis: int, ratio: float) -> tuple[int, int, int]:
+    """Shape of the upsampled grid: floor((n-1)*ratio)+1 slices along `axis` ((n-1)*r+1 for an integer r)."""
     out = list(shape)
-    out[axis] = (shape[axis] - 1) * r + 1
+    out[axis] = int(np.floor((shape[axis] - 1) * ratio + 1e-6)) + 1
     return tuple(out)  # type: ignore[return-value]
 
 
-def output_affine(affine: np.ndarray, axis: int, r: int) -> np.ndarray:
-    """The input affine with the slice-axis column divided by r; same origin."""
+def output_positions(n_in: int, ratio: float) -> np.ndarray:
+    """Where the output slices lie along the slice axis, in input slice indices (m / ratio)."""
+    return np.arange(output_shape((n_in,), 0, ratio)[0]) / ratio
+
+
+def output_affine(affine: np.ndarray, axis: int, ratio: float) -> np.ndarray:
+    """The input affine with the slice-axis column divided by the ratio; same origin."""
     out = np.array(affine, dtype=np.float64, copy=True)
-    out[:3, axis] /= r
+    out[:3, axis] /= ratio
     return out
 
 
@@ -82,7 +98,10 @@ class Geometry:
     """What a subject's acquisition looks like along its slice axis.
 
     spacing_mm:   distance between LR slice centres; thickness_mm: slice thickness;
-    gap_mm:       spacing - thickness when positive, else 0; factor: r;
+    gap_mm:       spacing - thickness when positive, else 0;
+    factor:       the integer factor r the learned methods work at (work_spacing_mm = spacing / r);
+    output_spacing_mm: the output grid's slice spacing, when it is not spacing / r (a
+                  non-integer ratio); None otherwise.
     in_plane_mm:  spacing of the two other axes (in array order);
     shape:        LR array shape; orientation: axis codes of the affine (e.g. 'LPS').
     norm_low/norm_high: intensity normalisation x -> (x - low) / (high - low).
@@ -98,10 +117,27 @@ class Geometry:
     orientation: str
     norm_low: float
     norm_high: float
+    output_spacing_mm: float | None = None
+
+    @property
+    def work_spacing_mm(self) -> float:
+        """Slice spacing of the grid the learned methods work on."""
+        return self.spacing_mm / self.factor
+
+    @property
+    def ratio(self) -> float | int:
+        """Slice spacing / output spacing: the output grid is `ratio` times finer."""
+        return self.spacing_mm / self.output_spacing_mm if self.output_spacing_mm else self.factor
 
     @property
     def target_spacing_mm(self) -> float:
-        return self.spacing_mm / self.factor
+        """Slice spacing of the output grid."""
+        return self.output_spacing_mm or self.work_spacing_mm
+
+    @property
+    def on_working_grid(self) -> bool:
+        """Whether the output grid is the learned methods' working grid (an integer ratio)."""
+        return self.output_spacing_mm is None
 
     def normalize(self, data: np.ndarray) -> np.ndarray:
         return ((data - self.norm_low) / (self.norm_high - self.norm_low)).astype(np.float32)
@@ -132,12 +168,15 @@ def describe(affine, shape, slice_axis: int | None, thickness_mm: float | None, 
     if shape[axis] < 2:
         raise ThinsliceError(f"{source}: needs at least 2 slices along the slice axis {axis}")
     s = float(spacing[axis])
-    r = resolve_factor(s, factor, target_spacing_mm, source)
+    ratio = resolve_ratio(s, factor, target_spacing_mm, source)
+    integer = isinstance(ratio, int)
     t = s if thickness_mm is None else float(thickness_mm)
     if not t > 0:
         raise ThinsliceError(f"{source}: slice thickness must be positive, got {thickness_mm}")
     others = [float(spacing[a]) for a in range(3) if a != axis]
-    return Geometry(slice_axis=axis, spacing_mm=s, thickness_mm=t, gap_mm=max(s - t, 0.0), factor=r,
+    return Geometry(slice_axis=axis, spacing_mm=s, thickness_mm=t, gap_mm=max(s - t, 0.0),
+                    factor=ratio if integer else working_factor(ratio),
+                    output_spacing_mm=None if integer else float(target_spacing_mm),
                     in_plane_mm=(others[0], others[1]), shape=tuple(int(n) for n in shape),
                     orientation="".join(nib.aff2axcodes(affine)),
                     norm_low=float(norm[0]), norm_high=float(norm[1]))

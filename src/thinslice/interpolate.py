@@ -1,22 +1,31 @@
-"""Interpolation along the slice axis onto the output grid (the baselines)."""
+"""Interpolation along the slice axis onto the output grid (the baselines), and the
+resampling of the learned methods' working grid onto the output grid."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
+from .geometry import output_positions
+
 ORDERS = {"linear": 1, "cubic": 3}
 
 
-def interpolation_matrix(n_in: int, r: int, method: str) -> np.ndarray:
-    """Weights W of shape ((n_in-1)*r+1, n_in): output slice m = sum_i W[m, i] * slice i.
+def interpolation_matrix(n_in: int, ratio: float, method: str) -> np.ndarray:
+    """Weights W of shape (n_out, n_in): output slice m = sum_i W[m, i] * slice i, on the
+    output grid of `ratio`.
 
     `cubic` is cubic B-spline interpolation (mirror boundary), `linear` is linear; both
-    pass exactly through the input slices at m = i*r.
+    pass exactly through the input slices.
     """
+    return matrix_at(n_in, output_positions(n_in, ratio), method)
+
+
+def matrix_at(n_in: int, positions: np.ndarray, method: str) -> np.ndarray:
+    """Interpolation weights (len(positions), n_in) at `positions`, in input slice indices."""
     if method not in ORDERS:
         raise ValueError(f"unknown interpolation {method!r}; choose one of {sorted(ORDERS)}")
-    positions = np.arange((n_in - 1) * r + 1) / r
+    positions = np.asarray(positions, dtype=np.float64)
     eye = np.eye(n_in)
     w = np.empty((positions.size, n_in))
     for i in range(n_in):
@@ -24,16 +33,30 @@ def interpolation_matrix(n_in: int, r: int, method: str) -> np.ndarray:
     return w
 
 
-def upsample(data: np.ndarray, axis: int, r: int, method: str = "cubic") -> np.ndarray:
-    """Upsample `data` by the integer factor r along `axis`: (n-1)*r+1 slices, float32."""
-    w = interpolation_matrix(data.shape[axis], r, method).astype(np.float32)
+def _along(data: np.ndarray, axis: int, w: np.ndarray) -> np.ndarray:
     moved = np.moveaxis(np.asarray(data, dtype=np.float32), axis, -1)
-    return np.moveaxis(moved @ w.T, -1, axis)
+    return np.moveaxis(moved @ w.astype(np.float32).T, -1, axis)
 
 
-def nearest_upsample(data: np.ndarray, axis: int, r: int) -> np.ndarray:
-    """`data` on the output grid ((n-1)*r+1 slices along `axis`), each output slice taking the
-    nearest input slice: input slice i covers output slices i*r - r/2 .. i*r + r/2."""
+def upsample(data: np.ndarray, axis: int, ratio: float, method: str = "cubic") -> np.ndarray:
+    """`data` interpolated along `axis` onto the output grid of `ratio` (floor((n-1)*ratio)+1
+    slices; (n-1)*r+1 for an integer r), float32."""
+    return _along(data, axis, interpolation_matrix(data.shape[axis], ratio, method))
+
+
+def working_to_output(data: np.ndarray, axis: int, factor: int, ratio: float, method: str = "cubic") -> np.ndarray:
+    """A volume on the working grid of the integer `factor` sampled (cubic B-spline) at the
+    slices of the output grid of `ratio`; unchanged when the two grids are one."""
+    if ratio == factor:
+        return data
+    n_lr = (data.shape[axis] - 1) // factor + 1
+    positions = output_positions(n_lr, ratio) * factor
+    return _along(data, axis, matrix_at(data.shape[axis], positions, method))
+
+
+def nearest_upsample(data: np.ndarray, axis: int, ratio: float) -> np.ndarray:
+    """`data` on the output grid of `ratio` along `axis`, each output slice taking the
+    nearest input slice (input slice i covers positions i - 1/2 .. i + 1/2)."""
     n = data.shape[axis]
-    index = np.minimum(np.floor(np.arange((n - 1) * r + 1) / r + 0.5).astype(int), n - 1)
+    index = np.minimum(np.floor(output_positions(n, ratio) + 0.5).astype(int), n - 1)
     return np.take(data, index, axis=axis)

@@ -111,7 +111,7 @@ def load_volume(path: str | Path, echo: int | None = None) -> tuple[Volume, dict
     """
     path = Path(path)
     if not path.exists():
-        raise ThinsliceError(f"{path}: no such file or folder; check the path in the sample sheet")
+        raise ThinsliceError(f"{path}: no such file or folder; check the path")
     meta: dict = {"slice_thickness": None}
     if path.is_dir():
         from .dicom import read_dicom_series

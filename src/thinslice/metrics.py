@@ -84,12 +84,20 @@ def through_plane_sharpness(data: np.ndarray, axis: int, mask: np.ndarray | None
     return float(d[m].mean()) if m.any() else float(d.mean())
 
 
-def phase_energy(data: np.ndarray, axis: int, r: int, mask: np.ndarray | None = None,
+def slice_phases(n_out: int, ratio: float) -> np.ndarray:
+    """The phase of each output slice of the grid of `ratio`: where it lies between two real
+    slices, in ceil(ratio) steps (k mod r for an integer r; 0 = on a real slice)."""
+    steps = int(np.ceil(ratio - 1e-6))
+    return np.rint(np.mod(np.arange(n_out) / ratio, 1.0) * steps).astype(int) % steps
+
+
+def phase_energy(data: np.ndarray, axis: int, ratio: float, mask: np.ndarray | None = None,
                  sigma: float = 1.0) -> np.ndarray:
-    """Mean in-plane high-pass energy of the output slices of each phase k mod r (k = 0: real slices).
+    """Mean in-plane high-pass energy of the output slices of each phase (`slice_phases`;
+    phase 0: the real slices' positions).
 
     The high-pass is the slice minus its in-plane Gaussian blur (`sigma` voxels), squared and
-    averaged over `mask` (all voxels if None). Returns r values, phase 0 first.
+    averaged over `mask` (all voxels if None). Returns one value per phase, phase 0 first.
     """
     data = np.asarray(data, dtype=np.float64)
     sigmas = [sigma] * 3
@@ -98,20 +106,21 @@ def phase_energy(data: np.ndarray, axis: int, r: int, mask: np.ndarray | None = 
     if mask is None:
         mask = np.ones(data.shape, dtype=bool)
     energy, mask = np.moveaxis(energy, axis, 0), np.moveaxis(np.asarray(mask, dtype=bool), axis, 0)
-    out = np.empty(r)
-    for k in range(r):
-        m = mask[k::r]
-        out[k] = energy[k::r][m].mean() if m.any() else 0.0
+    phases = slice_phases(len(energy), ratio)
+    out = np.zeros(phases.max() + 1)
+    for k in range(len(out)):
+        m = mask[phases == k]
+        out[k] = energy[phases == k][m].mean() if m.any() else 0.0
     return out
 
 
-def periodic_artifact(data: np.ndarray, axis: int, r: int, mask: np.ndarray | None = None) -> float:
+def periodic_artifact(data: np.ndarray, axis: int, ratio: float, mask: np.ndarray | None = None) -> float:
     """Max over min of `phase_energy`: 1.0 when every slice phase has the same texture.
 
-    A dot or stripe pattern that repeats every r output slices (real slices noisy and the
-    synthesised ones smooth, or the reverse) raises it; 1.0 for r = 1.
+    A dot or stripe pattern that repeats with the real slices (real slices noisy and the
+    synthesised ones smooth, or the reverse) raises it; 1.0 for a ratio of 1.
     """
-    if r < 2:
+    if ratio <= 1:
         return 1.0
-    e = phase_energy(data, axis, r, mask)
+    e = phase_energy(data, axis, ratio, mask)
     return float(e.max() / e.min()) if e.min() > 0 else float("inf")

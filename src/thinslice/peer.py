@@ -73,8 +73,8 @@ def run_eclare(image: str, geometry: str, out: str, command: str = "run-eclare",
         if len(written) != 1:
             raise ThinsliceError(f"eclare: expected one *_eclare.nii.gz from '{command}', found {len(written)}")
         result = read_nifti(written[0])
-    grid = Volume(np.empty(output_shape(lr.shape, g.slice_axis, g.factor), dtype=np.float32),
-                  output_affine(lr.affine, g.slice_axis, g.factor))
+    grid = Volume(np.empty(output_shape(lr.shape, g.slice_axis, g.ratio), dtype=np.float32),
+                  output_affine(lr.affine, g.slice_axis, g.ratio))
     data, inside = resample_to(result, grid, order=3)
     if not inside.all():
         print(f"warning: {int((~inside).sum())} output voxels lie outside ECLARE's volume; "

@@ -37,21 +37,31 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
 
 
 def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, axis: int, factor: int,
-             profile: str, fwhm_mm: float) -> None:
+             profile: str, fwhm_mm: float, target_spacing_mm: float | None = None) -> None:
     """Simulate an LR scan from an HR ground truth: slice profile along `axis`, slices 0, r, 2r...
 
-    The truth is cropped to (n_lr-1)*r+1 slices so that the xr output grid coincides with it.
+    The truth is written on the output grid, so that scores compare voxel for voxel: cropped
+    to (n_lr-1)*r+1 slices, or, for an output spacing `target_spacing_mm` (a multiple of the
+    truth's spacing), every (target / spacing)-th slice up to the last real slice.
     """
     hr, _ = load_volume(truth_path)
     spacing = float(hr.spacing[axis])
     if hr.shape[axis] < 2 * factor:
         raise ThinsliceError(f"{truth_path}: {hr.shape[axis]} slices along axis {axis} are too few for factor {factor}")
+    step = 1
+    if target_spacing_mm is not None:
+        step = int(round(target_spacing_mm / spacing))
+        if step < 1 or abs(step * spacing - target_spacing_mm) > 1e-3 * target_spacing_mm:
+            raise ThinsliceError(f"{truth_path}: target spacing {target_spacing_mm:g} mm is not a multiple of the "
+                                 f"truth's {spacing:.4g} mm slices, so no truth lies on the output grid")
     lr = degrade(hr.data, axis, factor, profile, fwhm_mm, spacing)
-    n_out = output_shape(lr.shape, axis, factor)[axis]
+    n_out = output_shape(lr.shape, axis, factor / step)[axis]
     index = [slice(None)] * 3
-    index[axis] = slice(0, n_out)
+    index[axis] = slice(0, (n_out - 1) * step + 1, step)
+    truth_affine = hr.affine.copy()
+    truth_affine[:3, axis] *= step
     save_volume(Volume(lr, lr_affine(hr.affine, axis, factor)), out_lr)
-    save_volume(Volume(hr.data[tuple(index)], hr.affine), out_truth)
+    save_volume(Volume(hr.data[tuple(index)], truth_affine), out_truth)
 
 
 def load_prepared(image: str | Path, geometry: str | Path) -> tuple[Volume, Geometry]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ThinsliceError
-from .geometry import Geometry, describe, output_affine
-from .interpolate import upsample
+from .geometry import Geometry, describe, lr_affine, output_affine
+from .interpolate import upsample, working_to_output
 from .io import atomic_path, load_volume, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
@@ -70,7 +70,8 @@ def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: st
 
 def synthesize(model: str, image: str, geometry: str, out: str, interpolation: str = "cubic",
                keep_real_slices: bool = False, device: str = "auto") -> None:
-    """The VAE's synthetic HR volume of one subject, on its output grid, input intensities."""
+    """The VAE's synthetic HR volume of one subject, on its working grid (stage 2 trains on
+    it; `output_grid` makes it the `vae` method's output), input intensities."""
     from .vae import load_vae
     from .vae import synthesize as synth
 
@@ -82,14 +83,21 @@ def synthesize(model: str, image: str, geometry: str, out: str, interpolation: s
     save_volume(Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, g.factor)), out)
 
 
+def output_grid(image: str, geometry: str, out: str) -> None:
+    """A volume on a subject's working grid (a synthetic volume) sampled onto its output grid."""
+    vol, g = read_nifti(image), Geometry.load(geometry)
+    data = working_to_output(vol.data, g.slice_axis, g.factor, g.ratio)
+    lr_aff = lr_affine(vol.affine, g.slice_axis, g.factor)
+    save_volume(Volume(data, output_affine(lr_aff, g.slice_axis, g.ratio)), out)
+
+
 def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> None:
     """A synthetic HR volume degraded with the acquisition's slice model onto the real LR grid."""
     from .degrade import degrade as simulate
-    from .geometry import lr_affine
 
     vol = read_nifti(hr)
     g = Geometry.load(geometry)
-    lr = simulate(vol.data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.target_spacing_mm)
+    lr = simulate(vol.data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.work_spacing_mm)
     if lr.shape != tuple(g.shape):
         raise ThinsliceError(f"{hr}: degrades to shape {lr.shape}, not the real LR grid {tuple(g.shape)}")
     save_volume(Volume(lr, lr_affine(vol.affine, g.slice_axis, g.factor)), out)
@@ -117,7 +125,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
             pairs += synthetic_pairs(g.normalize(hr.data), g.slice_axis, g.factor, slice_model,
-                                     g.thickness_mm, g.target_spacing_mm)
+                                     g.thickness_mm, g.work_spacing_mm)
     return pairs
 
 
@@ -141,8 +149,10 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
             raise ThinsliceError(f"{p}: slice spacing {g.spacing_mm:.3g} mm / thickness {g.thickness_mm:.3g} mm "
                                  f"differ from the cohort's {spacing:.3g} / {thickness:.3g} mm; train one model per protocol")
     config = SRConfig.from_dict(_options(options))
+    outputs = {g.output_spacing_mm for g in geoms}
     meta = {"source": source, "factor": factors.pop(), "slice_model": slice_model,
-            "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles"}
+            "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles",
+            "output_spacing_mm": outputs.pop() if len(outputs) == 1 else None}
     pairs = training_pairs(source, images, geometries, targets, slice_model)
     live_csv = _live_loss_csv(checkpoint)
     model = train(pairs, config, checkpoint, live_csv, device=device, meta=meta)
@@ -152,34 +162,43 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
 
 def _apply(model, meta: dict, g: Geometry, lr_norm: np.ndarray, keep_real_slices: bool, data_consistency: bool,
            device: str, spread: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """(output, spread of the predictions or None), normalised intensities."""
+    """(output, spread of the predictions or None) on the output grid, normalised intensities.
+    The network works on the grid of the model's factor r; a non-integer ratio then samples
+    the output grid from it (the spread linearly, so that it stays >= 0)."""
     from .consistency import make_consistent
     from .sr import apply_sr, apply_sr_with_spread
 
     axis, r = g.slice_axis, int(meta["factor"])
     up = upsample(lr_norm, axis, r, "cubic")
     out, sd = apply_sr_with_spread(model, up, axis, device=device) if spread else (apply_sr(model, up, axis, device=device), None)
-    if data_consistency:
-        out = make_consistent(out, lr_norm, axis, r, meta["slice_model"], g.thickness_mm, g.spacing_mm / r)
     if keep_real_slices:
         index = [slice(None)] * 3
         index[axis] = slice(0, None, r)
         out[tuple(index)] = lr_norm
+    out = working_to_output(out, axis, r, g.ratio)
+    if sd is not None:
+        sd = working_to_output(sd, axis, r, g.ratio, "linear")
+    if data_consistency:
+        out = make_consistent(out, lr_norm, axis, g.ratio, meta["slice_model"], g.thickness_mm, g.target_spacing_mm)
     return out, sd
 
 
 def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geometry | None = None,
                 keep_real_slices: bool = False, device: str = "auto", slice_axis: int | None = None,
-                data_consistency: bool = False, spread: bool = False) -> tuple[Volume, Geometry, Volume | None]:
+                data_consistency: bool = False, spread: bool = False,
+                target_spacing_mm: float | None = None) -> tuple[Volume, Geometry, Volume | None]:
     """A trained SR model applied to a scan: its output Volume (input intensities, on the
     scan's output grid), the scan's geometry and, with `spread`, the uncertainty map: the
     per-voxel spread of predictions that should agree (sr.apply_sr_with_spread), or None.
 
     `lr` has passed io.check_volume (load_volume checks every scan it reads). With `geometry`
-    (inside the workflow) the prepared record is used; without it (a new scan) the slice axis and normalisation are found the same way `prepare` finds them,
-    and the scan must fit the model: same slice spacing (within 2%) so that the model's
-    factor r gives the model's target spacing. `data_consistency`: correct the output so that
-    it re-acquires to the real slices (consistency.make_consistent, with the model's slice model).
+    (inside the workflow) the prepared record is used; without it (a new scan) the slice axis
+    and normalisation are found the same way `prepare` finds them, and the scan must fit the
+    model: same slice spacing (within 2%) so that the model's factor r gives the model's
+    working spacing. The output grid is the model's (its output spacing), or the grid of
+    `target_spacing_mm`, no finer than the model's working grid. `data_consistency`: correct
+    the output so that it re-acquires to the real slices (consistency.make_consistent, with
+    the model's slice model).
     """
     from .sr import load_model
 
@@ -187,33 +206,40 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
     r = int(meta["factor"])
     g = geometry
     if g is None:   # describe finds the slice axis when none is given
-        g = describe(lr.affine, lr.shape, slice_axis, meta.get("thickness_mm"), r, None,
-                     robust_range(lr.data, foreground_mask(lr.data), source=source), source=source)
+        norm = robust_range(lr.data, foreground_mask(lr.data), source=source)
+        g = describe(lr.affine, lr.shape, slice_axis, meta.get("thickness_mm"), r, None, norm, source=source)
+        target = target_spacing_mm or meta.get("output_spacing_mm")
+        if target:
+            g = describe(lr.affine, lr.shape, g.slice_axis, g.thickness_mm, None, target, norm, source=source)
     if g.factor != r:
-        raise ThinsliceError(f"{source}: factor {g.factor} does not fit model {model_path} (factor {r})")
+        raise ThinsliceError(f"{source}: the output grid of {g.target_spacing_mm:.4g} mm needs a model working at "
+                             f"x{g.factor}, and model {model_path} works at x{r}; choose a target spacing of "
+                             f"at least {g.spacing_mm / r:.4g} mm or train a model for it")
     spacing = meta.get("spacing_mm")
     if spacing and abs(g.spacing_mm - spacing) > FIT_TOLERANCE * spacing:
         raise ThinsliceError(
             f"{source}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
             f"{spacing:.4g} mm slices (x{r} -> {spacing / r:.4g} mm); train a model for this protocol")
     hr, sd = _apply(model, meta, g, g.normalize(lr.data), keep_real_slices, data_consistency, device, spread)
-    affine = output_affine(lr.affine, g.slice_axis, r)
+    affine = output_affine(lr.affine, g.slice_axis, g.ratio)
     spread_map = None if sd is None else Volume(sd * (g.norm_high - g.norm_low), affine)
     return Volume(g.denormalize(hr), affine), g, spread_map
 
 
 def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,
           device: str = "auto", slice_axis: int | None = None, data_consistency: bool = False,
-          uncertainty: str | None = None) -> Geometry:
+          uncertainty: str | None = None, echo: int | None = None,
+          target_spacing_mm: float | None = None) -> Geometry:
     """`apply_model` from file to file: a prepared volume with its `geometry` record, or a
-    scan in any supported format; the uncertainty map goes to `uncertainty` when given."""
+    scan in any supported format (`echo`: which echo of a multi-echo DICOM series); the
+    uncertainty map goes to `uncertainty` when given."""
     if geometry:
         lr, g = load_prepared(image, geometry)
     else:
-        lr, g = load_volume(image)[0], None
+        lr, g = load_volume(image, echo=echo)[0], None
     hr, g, spread = apply_model(model_path, lr, str(image), geometry=g, keep_real_slices=keep_real_slices,
                                 device=device, slice_axis=slice_axis, data_consistency=data_consistency,
-                                spread=uncertainty is not None)
+                                spread=uncertainty is not None, target_spacing_mm=target_spacing_mm)
     save_volume(hr, out)
     if spread is not None:
         save_volume(spread, uncertainty)

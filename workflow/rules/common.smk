@@ -158,8 +158,7 @@ def prepare_options(wildcards):
     row = SAMPLES[wildcards.subject]
     opts = []
     if SIMULATE:
-        opts += [f"--slice-axis {config['simulate']['axis']}", f"--thickness {config['simulate']['fwhm_mm']}",
-                 f"--factor {config['simulate']['factor']}"]
+        opts += [f"--slice-axis {config['simulate']['axis']}", f"--thickness {config['simulate']['fwhm_mm']}"]
     else:
         if "echo" in row:
             opts.append(f"--echo {row['echo']}")
@@ -167,11 +166,16 @@ def prepare_options(wildcards):
             opts.append(f"--slice-axis {row['slice_axis']}")
         if "slice_thickness" in row:
             opts.append(f"--thickness {row['slice_thickness']}")
-        if config.get("target_spacing_mm"):
-            opts.append(f"--target-spacing {config['target_spacing_mm']}")
-        else:
-            opts.append(f"--factor {config['factor']}")
+    if config.get("target_spacing_mm"):
+        opts.append(f"--target-spacing {config['target_spacing_mm']}")
+    else:
+        opts.append(f"--factor {config['simulate']['factor'] if SIMULATE else config['factor']}")
     return " ".join(opts)
+
+
+def simulate_options(wildcards):
+    """The output spacing of a simulated run, when it is not the truth's own."""
+    return f"--target-spacing {config['target_spacing_mm']}" if config.get("target_spacing_mm") else ""
 
 
 def json_option(settings):
@@ -182,7 +186,7 @@ def json_option(settings):
 def sr_targets(source):
     """HR volumes an SR source trains on: synthetic (vae), ground truth (supervised), none (self)."""
     if source in ("vae", "both"):
-        return [method_output("vae", s) for s in SUBJECTS]
+        return [synthetic_output(s) for s in SUBJECTS]
     if source == "supervised":
         return [truth_path(s) for s in SUBJECTS]
     return []
@@ -190,6 +194,11 @@ def sr_targets(source):
 
 def method_output(method, subject):
     return f"{OUT}/{method}/{subject}.nii.gz"
+
+
+def synthetic_output(subject):
+    """The VAE's synthetic volume on the subject's working grid (stage 2 trains on it)."""
+    return f"{OUT}/synthetic/{subject}.nii.gz"
 
 
 def uncertainty_output(method, subject):

@@ -19,7 +19,7 @@ rule figures:
 rule figure_pipeline:
     input:
         unpack(figure_volumes),
-        synthetic=lambda wc: method_output("vae", figure_subject()),
+        synthetic=lambda wc: synthetic_output(figure_subject()),
         degraded=lambda wc: f"{OUT}/degraded/{figure_subject()}.nii.gz",
         code=FIGURE_CODE,
     output:

@@ -7,7 +7,7 @@ rule degrade:
     # The synthetic volume on the real LR grid, for figures and inspection; train_sr
     # degrades the synthetic volumes with the same slice model itself.
     input:
-        hr=f"{OUT}/vae/{{subject}}.nii.gz",
+        hr=synthetic_output("{subject}"),
         geometry=f"{OUT}/input/{{subject}}.json",
     output:
         f"{OUT}/degraded/{{subject}}.nii.gz",

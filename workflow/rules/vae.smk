@@ -1,4 +1,5 @@
-# Stage 1: one slice VAE per cohort, then each subject's synthetic thin-slice volume.
+# Stage 1: one slice VAE per cohort, then each subject's synthetic thin-slice volume on its
+# working grid, and the `vae` method's output on the output grid.
 
 
 rule train_vae:
@@ -35,7 +36,7 @@ rule synthesize:
         image=f"{OUT}/input/{{subject}}.nii.gz",
         geometry=f"{OUT}/input/{{subject}}.json",
     output:
-        f"{OUT}/vae/{{subject}}.nii.gz",
+        synthetic_output("{subject}"),
     params:
         interpolation=config["vae"]["interpolation"],
         keep=lambda wc: "--keep-real-slices" if config["vae"]["keep_real_slices"] else "--no-keep-real-slices",
@@ -55,3 +56,24 @@ rule synthesize:
         "python -m thinslice synthesize --model {input.model:q} --image {input.image:q}"
         " --geometry {input.geometry:q} --interpolation {params.interpolation} {params.keep}"
         " --device {params.device} --threads {threads} --out {output:q} --log {log:q}"
+
+
+rule vae_output:
+    # The `vae` method's output: the synthetic volume on the output grid (a copy when the
+    # output grid is the working grid, i.e. an integer ratio).
+    input:
+        image=synthetic_output("{subject}"),
+        geometry=f"{OUT}/input/{{subject}}.json",
+    output:
+        f"{OUT}/vae/{{subject}}.nii.gz",
+    log:
+        f"{LOGS}/vae_output/{{subject}}.log",
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m thinslice output-grid --image {input.image:q} --geometry {input.geometry:q}"
+        " --out {output:q} --log {log:q}"
