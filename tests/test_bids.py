@@ -136,7 +136,7 @@ def test_provenance_with_model_and_sidecar(tmp_path):
                           slice_model="gaussian")
     assert rec["ModelSHA256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert rec == {"Method": "sr_vae", "SliceAxis": 2, "SliceSpacing": 4.0, "SliceThickness": 3.5,
-                   "UpsamplingFactor": 4, "OutputSliceSpacing": 1.0, "SliceModel": "gaussian",
+                   "UpsamplingRatio": 4.0, "WorkingFactor": 4, "OutputSliceSpacing": 1.0, "SliceModel": "gaussian",
                    "Sources": ["in/sub-01_T2w.nii.gz"], "ModelFile": str(model),
                    "ModelSHA256": rec["ModelSHA256"], "ThinsliceVersion": thinslice.__version__}
     out = tmp_path / "sub-01/anat/sub-01_desc-srvae_T2w.nii.gz"
@@ -151,3 +151,23 @@ def test_provenance_without_model_uses_output_spacing():
     rec = bids.provenance("linear", geo)
     assert rec["OutputSliceSpacing"] == 1.25
     assert not {"ModelFile", "ModelSHA256", "SliceModel"} & set(rec)
+
+
+def test_export_links_each_output_under_its_bids_name_with_its_sidecar(tmp_path):
+    from thinslice.bids import export
+    from thinslice.geometry import describe
+
+    g = describe(np.diag([1.0, 1.0, 5.0, 1.0]), (4, 4, 6), None, 4.5, None, 2.0, (0.0, 1.0), "scan")
+    g.save(tmp_path / "g.json")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 13), np.float32), np.eye(4)), tmp_path / "out.nii.gz")
+    (tmp_path / "sr_self.pt").write_bytes(b"weights")
+    entries = [{"subject": "sub-07_ses-b", "method": "sr_self", "output": str(tmp_path / "out.nii.gz"),
+                "geometry": str(tmp_path / "g.json"), "model": str(tmp_path / "sr_self.pt"), "source": "scan.nii.gz"}]
+    written = export(tmp_path / "deriv", entries, "T1w", "gaussian")
+    nifti = tmp_path / "deriv" / "sub-07" / "ses-b" / "anat" / "sub-07_ses-b_desc-srself_T1w.nii.gz"
+    assert set(written) == {tmp_path / "deriv" / "dataset_description.json", nifti, nifti.with_name(nifti.name[:-7] + ".json")}
+    assert nifti.read_bytes() == (tmp_path / "out.nii.gz").read_bytes()
+    side = json.loads(nifti.with_name(nifti.name[:-7] + ".json").read_text())
+    assert (side["UpsamplingRatio"], side["WorkingFactor"], side["OutputSliceSpacing"]) == (2.5, 3, 2.0)
+    assert side["ModelSHA256"] == hashlib.sha256(b"weights").hexdigest() and side["Sources"] == ["scan.nii.gz"]
+    export(tmp_path / "deriv", entries, "T1w", "gaussian")   # a rerun replaces, never fails on existing files

@@ -50,7 +50,7 @@ PEER_PROVIDES = {"eclare": {"numpy", "scipy", "nibabel", "torch", "tqdm", "matpl
 EXPECTED_ENV = {
     "fetch_demo": "imaging.yaml", "fetch_ch2": "imaging.yaml", "simulate": "imaging.yaml",
     "prepare": "imaging.yaml", "interpolate": "imaging.yaml", "degrade": "imaging.yaml", "vae_output": "imaging.yaml",
-    "evaluate": "imaging.yaml", "collect_metrics": "imaging.yaml",
+    "evaluate": "imaging.yaml", "collect_metrics": "imaging.yaml", "bids_export": "imaging.yaml",
     "train_vae": "torch.yaml", "synthesize": "torch.yaml", "train_sr": "torch.yaml", "infer": "torch.yaml",
     "eclare": PEER_ENV,
 }

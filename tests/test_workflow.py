@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -195,6 +196,48 @@ def test_a_non_integer_ratio_lands_every_method_on_the_output_grid(fractional_pr
     assert nib.load(out / "synthetic" / "t1.nii.gz").shape == (33, 41, 17)  # the VAE works at x2 (3 mm)
     assert float(rows[("t1", "cubic")]["psnr"]) > float(rows[("t1", "linear")]["psnr"])
     assert (out / "sr_self" / "t1_uncertainty.nii.gz").exists() and (out / "figures" / "reformats.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# BIDS in and out: a sample sheet from a BIDS dataset, the outputs as a derivatives dataset
+
+
+def test_a_bids_dataset_in_and_a_derivatives_dataset_out(tmp_path, anatomical_path):
+    import json
+
+    img = nib.load(anatomical_path)
+    thick = np.asanyarray(img.dataobj)[:, :, ::2]                    # 4 mm slices
+    aff = img.affine.copy()
+    aff[:3, 2] *= 2
+    bids = tmp_path / "bids"
+    (bids / "dataset_description.json").parent.mkdir()
+    (bids / "dataset_description.json").write_text('{"Name": "tiny", "BIDSVersion": "1.9.0"}')
+    (bids / "T2w.json").write_text('{"SliceThickness": 3.5}')      # inherited by every scan
+    for folder, name in [("sub-01/anat", "sub-01_T2w"), ("sub-02/ses-a/anat", "sub-02_ses-a_T2w")]:
+        (bids / folder).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(thick, aff), bids / folder / f"{name}.nii.gz")
+    made = subprocess.run([sys.executable, "-m", "thinslice", "bids-samples", "bids",
+                           "--out", "samples.tsv"], cwd=tmp_path, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "samples.tsv").read_text().splitlines()[1:] == [
+        "sub-01\tbids/sub-01/anat/sub-01_T2w.nii.gz\t3.5", "sub-02_ses-a\tbids/sub-02/ses-a/anat/sub-02_ses-a_T2w.nii.gz\t3.5"]
+    _write_config(tmp_path / "cfg.yaml", "run: b\nsamples: samples.tsv\nfactor: 2\nmethods: [linear, cubic]\n"
+                                          "bids: {source_dataset: bids}")
+    done = snakemake(tmp_path, "--cores", "2", "--configfile", "cfg.yaml")
+    assert done.returncode == 0, output_tail(done)
+    out = tmp_path / "results" / "b" / "bids"
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"] and desc["Name"]
+    assert desc["GeneratedBy"][0]["Name"] == "thinslice" and desc["GeneratedBy"][0]["Version"]
+    assert desc["SourceDatasets"][0]["URL"] == (tmp_path / "bids").as_uri()
+    for name in ("sub-01/anat/sub-01_desc-cubic_T2w", "sub-02/ses-a/anat/sub-02_ses-a_desc-linear_T2w"):
+        nifti, sidecar = out / f"{name}.nii.gz", json.loads((out / f"{name}.json").read_text())
+        assert nib.load(nifti).shape == (33, 41, 25)
+        assert sidecar["SliceThickness"] == 3.5 and sidecar["SliceSpacing"] == pytest.approx(4.0)
+        assert sidecar["OutputSliceSpacing"] == pytest.approx(2.0) and sidecar["UpsamplingRatio"] == 2
+        assert sidecar["Sources"][0].startswith("bids/sub-0") and sidecar["ThinsliceVersion"]
+        assert sidecar["Method"] in name and sidecar["SliceModel"] == "gaussian"
+        assert nib.load(nifti).header["descrip"].tobytes().startswith(b"thinslice ")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 from . import __version__
@@ -170,8 +172,9 @@ def provenance(method: str, geometry, model: str | Path | None = None, source: s
         "SliceAxis": int(geometry.slice_axis),
         "SliceSpacing": float(geometry.spacing_mm),
         "SliceThickness": float(geometry.thickness_mm),
-        "UpsamplingFactor": int(geometry.factor),
-        "OutputSliceSpacing": float(getattr(geometry, "output_spacing_mm", None) or geometry.target_spacing_mm),
+        "UpsamplingRatio": float(geometry.ratio),
+        "WorkingFactor": int(geometry.factor),
+        "OutputSliceSpacing": float(geometry.target_spacing_mm),
         "Sources": [str(source)] if source is not None else [],
         "ThinsliceVersion": __version__,
     }
@@ -181,3 +184,26 @@ def provenance(method: str, geometry, model: str | Path | None = None, source: s
         record["ModelFile"] = str(model)
         record["ModelSHA256"] = _sha256(model)
     return record
+
+
+def export(folder: str | Path, entries: list[dict], suffix: str = "T2w", slice_model: str | None = None,
+           source_dataset: str | Path | None = None) -> list[Path]:
+    """A run's outputs as a BIDS derivatives dataset in `folder`: dataset_description.json, and
+    each output (hard-linked where the file system allows, else copied) under its BIDS name
+    with its sidecar. entries: {subject, method, output, geometry (record path), model (or
+    None), source (the scan it was made from)}. Returns the files written."""
+    from .geometry import Geometry
+
+    written = [write_dataset_description(folder, source_dataset)]
+    for e in entries:
+        target = Path(folder) / derivative_name(e["subject"], e["method"], suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(e["output"], target)
+        except OSError:   # another file system, or links not allowed
+            shutil.copyfile(e["output"], target)
+        record = provenance(e["method"], Geometry.load(e["geometry"]), e.get("model"), e.get("source"),
+                            slice_model=slice_model)
+        written += [target, write_sidecar(target, record)]
+    return written

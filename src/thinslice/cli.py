@@ -41,16 +41,34 @@ def _prepare(a):
 
 
 def _upsample(a):
+    from .geometry import output_affine
     from .interpolate import upsample
     from .io import save_volume
-    from .geometry import output_affine
     from .prepare import load_prepared
     from .volume import Volume
 
     lr, g = load_prepared(a.image, a.geometry)
     # interpolation is linear in intensity: normalising first only guards float precision
     data = g.denormalize(upsample(g.normalize(lr.data), g.slice_axis, g.ratio, a.method))
-    save_volume(Volume(data, output_affine(lr.affine, g.slice_axis, g.ratio)), a.out)
+    save_volume(Volume(data, output_affine(lr.affine, g.slice_axis, g.ratio)), a.out, g.output_description(a.method))
+
+
+def _bids_samples(a):
+    from .bids import find_scans, write_sample_sheet
+
+    rows = find_scans(a.root, a.suffix)
+    write_sample_sheet(rows, a.out)
+    known = sum(r["slice_thickness"] is not None for r in rows)
+    print(f"{a.out}: {len(rows)} scans, {known} with SliceThickness from their sidecars")
+
+
+def _bids_export(a):
+    import json
+
+    from .bids import export
+
+    written = export(a.folder, json.loads(a.entries), a.suffix, a.slice_model, a.source_dataset)
+    print(f"{a.folder}: {len(written)} files")
 
 
 def _evaluate(a):
@@ -259,6 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertainty", help="the output's uncertainty map (SR methods), for the QC entry")
     s.add_argument("--out", required=True, help="the row (JSON)")
     s.add_argument("--qc", help="also write the per-scan QC entry (JSON) here")
+
+    s = step("bids-samples", _bids_samples, "write a sample sheet from a BIDS dataset: every "
+                                            "sub-*/[ses-*/]anat/*_<suffix>.nii[.gz], thickness from the sidecars")
+    s.add_argument("root", help="the BIDS dataset's root folder")
+    s.add_argument("--suffix", default="T2w", help="the scans' BIDS suffix (default: T2w)")
+    s.add_argument("--out", required=True, help="the sample sheet (TSV) to write")
+
+    s = step("bids-export", _bids_export, "a run's outputs as a BIDS derivatives dataset, with one sidecar each")
+    s.add_argument("--folder", required=True, help="the derivatives dataset's folder")
+    s.add_argument("--entries", required=True,
+                   help="JSON list of {subject, method, output, geometry, model, source}, one per output")
+    s.add_argument("--suffix", default="T2w", help="BIDS suffix of the outputs (default: T2w)")
+    s.add_argument("--slice-model", **slice_model)
+    s.add_argument("--source-dataset", help="the BIDS dataset the scans came from, if any")
 
     s = step("collect", _collect, "gather metric rows into metrics.csv and a per-method summary")
     s.add_argument("rows", nargs="+", help="rows written by evaluate")

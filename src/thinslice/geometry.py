@@ -139,6 +139,10 @@ class Geometry:
         """Whether the output grid is the learned methods' working grid (an integer ratio)."""
         return self.output_spacing_mm is None
 
+    def output_description(self, method: str) -> str:
+        """What made an output, for its NIfTI header: method, slice axis, ratio and spacings."""
+        return f"{method} axis {self.slice_axis} x{self.ratio:.4g} {self.spacing_mm:.4g}->{self.target_spacing_mm:.4g}mm"
+
     def normalize(self, data: np.ndarray) -> np.ndarray:
         return ((data - self.norm_low) / (self.norm_high - self.norm_low)).astype(np.float32)
 

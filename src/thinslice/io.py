@@ -157,16 +157,21 @@ def check_volume(vol: Volume, source: str) -> None:
         raise ThinsliceError(f"{source}: degenerate affine (zero voxel size); fix the header")
 
 
-def save_volume(vol: Volume, path: str | Path) -> None:
-    """Write a float32 NIfTI with qform and sform set to the affine; atomic."""
+def save_volume(vol: Volume, path: str | Path, descrip: str = "") -> None:
+    """Write a float32 NIfTI with qform and sform set to the affine; atomic. `descrip` (what
+    made it) goes into the header's description after the thinslice version."""
     with atomic_path(path) as tmp:
-        nib.save(nifti_image(vol), tmp)
+        nib.save(nifti_image(vol, descrip), tmp)
 
 
-def nifti_image(vol: Volume) -> nib.Nifti1Image:
-    """A float32 NIfTI image with qform and sform set to the affine, units mm."""
+def nifti_image(vol: Volume, descrip: str = "") -> nib.Nifti1Image:
+    """A float32 NIfTI image with qform and sform set to the affine, units mm, and the header
+    description "thinslice <version> <descrip>" (cut to the field's 80 bytes)."""
+    from . import __version__
+
     img = nib.Nifti1Image(np.asarray(vol.data, dtype=np.float32), vol.affine)
     img.set_qform(vol.affine, code=1)
     img.set_sform(vol.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = f"thinslice {__version__} {descrip}".strip().encode("ascii", "replace")[:80]
     return img

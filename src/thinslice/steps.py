@@ -88,7 +88,7 @@ def output_grid(image: str, geometry: str, out: str) -> None:
     vol, g = read_nifti(image), Geometry.load(geometry)
     data = working_to_output(vol.data, g.slice_axis, g.factor, g.ratio)
     lr_aff = lr_affine(vol.affine, g.slice_axis, g.factor)
-    save_volume(Volume(data, output_affine(lr_aff, g.slice_axis, g.ratio)), out)
+    save_volume(Volume(data, output_affine(lr_aff, g.slice_axis, g.ratio)), out, g.output_description("vae"))
 
 
 def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> None:
@@ -240,7 +240,9 @@ def infer(model_path: str, image: str, out: str, geometry: str | None = None, ke
     hr, g, spread = apply_model(model_path, lr, str(image), geometry=g, keep_real_slices=keep_real_slices,
                                 device=device, slice_axis=slice_axis, data_consistency=data_consistency,
                                 spread=uncertainty is not None, target_spacing_mm=target_spacing_mm)
-    save_volume(hr, out)
+    method = Path(model_path).stem   # the workflow's models are named after their method
+    save_volume(hr, out, g.output_description(method))
     if spread is not None:
-        save_volume(spread, uncertainty)
+        save_volume(spread, uncertainty, g.output_description(method + " uncertainty"))
     return g
+

@@ -147,11 +147,15 @@ def truth_path(subject):
     return SAMPLES[subject].get("truth", "")
 
 
-def scan_path(wildcards):
+def scan_file(subject):
     """What `prepare` reads: the simulated LR in a benchmark, else the sample's scan."""
     if SIMULATE:
-        return f"{OUT}/simulated/{wildcards.subject}.nii.gz"
-    return SAMPLES[wildcards.subject]["path"]
+        return f"{OUT}/simulated/{subject}.nii.gz"
+    return SAMPLES[subject]["path"]
+
+
+def scan_path(wildcards):
+    return scan_file(wildcards.subject)
 
 
 def prepare_options(wildcards):
@@ -219,7 +223,24 @@ def all_targets():
     targets = [f"{OUT}/metrics.csv", f"{OUT}/metrics_summary.csv", f"{OUT}/metrics_summary.md", f"{OUT}/qc.csv"]
     targets += figure_targets()
     targets += [method_output(m, s) for m in METHODS for s in SUBJECTS]
+    targets.append(f"{OUT}/bids")
     return targets
+
+
+def method_model(method):
+    """The model file a method's outputs come from, or None (interpolation, the peer)."""
+    if method == "vae":
+        return f"{OUT}/models/vae.pt"
+    if method.startswith("sr_"):
+        return f"{OUT}/models/{method}.pt"
+    return None
+
+
+def bids_entries():
+    """What bids-export writes: one entry per output, with where it came from."""
+    return [{"subject": s, "method": m, "output": method_output(m, s), "geometry": f"{OUT}/input/{s}.json",
+             "model": method_model(m), "source": scan_file(s)}
+            for m in METHODS for s in SUBJECTS]
 
 
 # Figures (workflow/rules/figures.smk): which ones a run draws depends on its methods and truths.

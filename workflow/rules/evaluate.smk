@@ -60,3 +60,29 @@ rule collect_metrics:
         " --summary-md {output.markdown} --skipped {params.skipped:q} --log {log.metrics:q}"
         " && python -m thinslice collect-qc {input.qc} --out {output.qc} --log {log.qc:q}"
 
+
+
+rule bids_export:
+    # The outputs as a BIDS derivatives dataset: hard links (no second copy) with sidecars.
+    input:
+        outputs=[e["output"] for e in bids_entries()],
+        geometries=expand(f"{OUT}/input/{{subject}}.json", subject=SUBJECTS),
+        models=sorted({e["model"] for e in bids_entries() if e["model"]}),
+    output:
+        directory(f"{OUT}/bids"),
+    params:
+        entries=json_option(bids_entries()),
+        suffix=config["bids"]["suffix"],
+        slice_model=config["slice_model"],
+        source=f"--source-dataset {shlex.quote(config['bids']['source_dataset'])}" if config["bids"]["source_dataset"] else "",
+    log:
+        f"{LOGS}/bids_export.log",
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m thinslice bids-export --folder {output:q} --entries {params.entries} --suffix {params.suffix}"
+        " --slice-model {params.slice_model} {params.source} --log {log:q}"
