@@ -253,3 +253,18 @@ def test_a_nifti_without_voxel_size_is_refused(tmp_path):
     img.header.set_zooms((0.5, 0.5, 3.0))   # the same file with its voxel size is read
     nib.save(img, tmp_path / "zoom.nii.gz")
     assert load_volume(tmp_path / "zoom.nii.gz")[0].spacing[2] == pytest.approx(3.0)
+
+
+def test_integer_outputs_are_rounded_and_clipped_to_the_type_the_input_fits(tmp_path):
+    from thinslice.io import integer_type
+
+    assert integer_type(np.array([0.0, 255.0])) == "int16"          # 8-bit scans keep room to overshoot
+    assert integer_type(np.array([0.0, 40000.0])) == "uint16"
+    assert integer_type(np.array([-1.0, 40000.0])) == "int32"
+    assert integer_type(np.array([0.0, 1.5])) == "float32"          # not whole numbers: a float scan
+    vol = Volume(np.array([-40000.4, -2.6, 0.4, 7.5, 40000.0] * 2, np.float32).reshape(1, 2, 5), np.eye(4))
+    save_volume(vol, tmp_path / "i.nii.gz", "cubic", "int16")
+    img = nib.load(tmp_path / "i.nii.gz")
+    assert img.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj)[0, 0], [-32768, -3, 0, 8, 32767])
+    assert img.header["descrip"].tobytes().rstrip(b"\0").decode().endswith(" cubic")

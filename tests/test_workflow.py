@@ -238,6 +238,7 @@ def test_a_bids_dataset_in_and_a_derivatives_dataset_out(tmp_path, anatomical_pa
         assert sidecar["Sources"][0].startswith("bids/sub-0") and sidecar["ThinsliceVersion"]
         assert sidecar["Method"] in name and sidecar["SliceModel"] == "gaussian"
         assert nib.load(nifti).header["descrip"].tobytes().startswith(b"thinslice ")
+        assert nib.load(nifti).get_data_dtype() == np.int16     # output_dtype: input (a 16-bit scan)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ def _prepare(a):
     from .prepare import prepare
 
     g = prepare(a.input, a.out_image, a.out_geometry, a.out_mask, echo=a.echo, slice_axis=a.slice_axis,
-                thickness_mm=a.thickness, factor=a.factor, target_spacing_mm=a.target_spacing)
+                thickness_mm=a.thickness, factor=a.factor, target_spacing_mm=a.target_spacing,
+                output_dtype=a.output_dtype)
     print(f"{a.input}: slice axis {g.slice_axis}, spacing {g.spacing_mm:.4g} mm, thickness "
           f"{g.thickness_mm:.4g} mm, gap {g.gap_mm:.4g} mm, factor {g.factor}, {g.orientation}")
 
@@ -50,7 +51,8 @@ def _upsample(a):
     lr, g = load_prepared(a.image, a.geometry)
     # interpolation is linear in intensity: normalising first only guards float precision
     data = g.denormalize(upsample(g.normalize(lr.data), g.slice_axis, g.ratio, a.method))
-    save_volume(Volume(data, output_affine(lr.affine, g.slice_axis, g.ratio)), a.out, g.output_description(a.method))
+    save_volume(Volume(data, output_affine(lr.affine, g.slice_axis, g.ratio)), a.out,
+                g.output_description(a.method), g.output_dtype)
 
 
 def _bids_samples(a):
@@ -175,7 +177,8 @@ def _infer(a):
 
     g = infer(a.model, a.input, a.output, geometry=a.geometry, keep_real_slices=a.keep_real_slices,
               device=a.device, slice_axis=a.slice_axis, data_consistency=a.data_consistency,
-              uncertainty=a.uncertainty, echo=a.echo, target_spacing_mm=a.target_spacing)
+              uncertainty=a.uncertainty, echo=a.echo, target_spacing_mm=a.target_spacing,
+              output_dtype=a.output_dtype)
     print(f"{a.input} -> {a.output}: x{g.ratio:.4g} along axis {g.slice_axis}, "
           f"{g.spacing_mm:.4g} mm -> {g.target_spacing_mm:.4g} mm")
 
@@ -255,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--factor", type=int, help="upsampling factor along the slice axis")
     g.add_argument("--target-spacing", type=float, help="output slice spacing in mm")
+    s.add_argument("--output-dtype", choices=["float32", "input"], default="float32",
+                   help="data type of the methods' outputs: float32, or the integer type the scan's voxels "
+                        "fit, rounded and clipped (default: float32)")
     s.add_argument("--out-image", required=True, help="the volume as read (NIfTI)")
     s.add_argument("--out-geometry", required=True, help="its geometry record (JSON)")
     s.add_argument("--out-mask", required=True, help="its foreground mask (NIfTI)")
@@ -382,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the spacing the model was trained for)")
     s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
                    help="put the real slices back at positions i*r of the working grid (default: no)")
+    s.add_argument("--output-dtype", choices=["float32", "input"],
+                   help="float32, or the integer type the scan's voxels fit, rounded and clipped (default: the "
+                        "geometry record's choice inside the workflow, else float32)")
     s.add_argument("--uncertainty", metavar="NIFTI",
                    help="also write the uncertainty map here: the per-voxel spread of the predictions of both "
                         "orientations of the volume and of its flip (twice the inference time)")

@@ -102,6 +102,8 @@ class Geometry:
     factor:       the integer factor r the learned methods work at (work_spacing_mm = spacing / r);
     output_spacing_mm: the output grid's slice spacing, when it is not spacing / r (a
                   non-integer ratio); None otherwise.
+    output_dtype: the data type the methods' outputs are written in (float32, or an
+                  integer type: rounded and clipped).
     in_plane_mm:  spacing of the two other axes (in array order);
     shape:        LR array shape; orientation: axis codes of the affine (e.g. 'LPS').
     norm_low/norm_high: intensity normalisation x -> (x - low) / (high - low).
@@ -118,6 +120,7 @@ class Geometry:
     norm_low: float
     norm_high: float
     output_spacing_mm: float | None = None
+    output_dtype: str = "float32"
 
     @property
     def work_spacing_mm(self) -> float:

@@ -157,19 +157,43 @@ def check_volume(vol: Volume, source: str) -> None:
         raise ThinsliceError(f"{source}: degenerate affine (zero voxel size); fix the header")
 
 
-def save_volume(vol: Volume, path: str | Path, descrip: str = "") -> None:
-    """Write a float32 NIfTI with qform and sform set to the affine; atomic. `descrip` (what
-    made it) goes into the header's description after the thinslice version."""
+# int16 first (MR scans are 12 to 16 bit): even an 8-bit scan keeps the room its output may
+# overshoot into, and an output never clips where its input did not.
+INTEGER_TYPES = ("int16", "uint16", "int32")
+
+
+def integer_type(data: np.ndarray) -> str:
+    """The first of INTEGER_TYPES that holds every value of `data` exactly, or "float32" when a
+    value is not a whole number: the integer type a scan's voxels were stored in, near enough."""
+    if data.size == 0 or not np.array_equal(data, np.rint(data)):
+        return "float32"
+    lo, hi = float(data.min()), float(data.max())
+    for name in INTEGER_TYPES:
+        info = np.iinfo(name)
+        if info.min <= lo and hi <= info.max:
+            return name
+    return "float32"
+
+
+def save_volume(vol: Volume, path: str | Path, descrip: str = "", dtype: str = "float32") -> None:
+    """Write a NIfTI with qform and sform set to the affine; atomic. `descrip` (what made it)
+    goes into the header's description after the thinslice version; an integer `dtype`
+    rounds and clips the voxels to its range."""
     with atomic_path(path) as tmp:
-        nib.save(nifti_image(vol, descrip), tmp)
+        nib.save(nifti_image(vol, descrip, dtype), tmp)
 
 
-def nifti_image(vol: Volume, descrip: str = "") -> nib.Nifti1Image:
-    """A float32 NIfTI image with qform and sform set to the affine, units mm, and the header
-    description "thinslice <version> <descrip>" (cut to the field's 80 bytes)."""
+def nifti_image(vol: Volume, descrip: str = "", dtype: str = "float32") -> nib.Nifti1Image:
+    """A NIfTI image (float32, or an integer `dtype`: rounded and clipped) with qform and sform
+    set to the affine, units mm, and the header description "thinslice <version> <descrip>"
+    (cut to the field's 80 bytes)."""
     from . import __version__
 
-    img = nib.Nifti1Image(np.asarray(vol.data, dtype=np.float32), vol.affine)
+    data = np.asarray(vol.data, dtype=np.float32)
+    if dtype != "float32":
+        info = np.iinfo(dtype)
+        data = np.clip(np.rint(data), info.min, info.max).astype(dtype)
+    img = nib.Nifti1Image(data, vol.affine)
     img.set_qform(vol.affine, code=1)
     img.set_sform(vol.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")

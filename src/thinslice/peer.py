@@ -79,4 +79,4 @@ def run_eclare(image: str, geometry: str, out: str, command: str = "run-eclare",
     if not inside.all():
         print(f"warning: {int((~inside).sum())} output voxels lie outside ECLARE's volume; "
               f"they take the nearest value", flush=True)
-    save_volume(Volume(data, grid.affine), out, g.output_description("eclare"))
+    save_volume(Volume(data, grid.affine), out, g.output_description("eclare"), g.output_dtype)

@@ -10,17 +10,20 @@ import numpy as np
 from .degrade import degrade
 from .errors import ThinsliceError
 from .geometry import Geometry, describe, lr_affine, output_shape
-from .io import load_volume, read_nifti, save_volume
+from .io import integer_type, load_volume, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .volume import Volume
 
 
 def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, out_mask: str | Path,
             echo: int | None = None, slice_axis: int | None = None, thickness_mm: float | None = None,
-            factor: int | None = None, target_spacing_mm: float | None = None) -> Geometry:
+            factor: int | None = None, target_spacing_mm: float | None = None,
+            output_dtype: str = "float32") -> Geometry:
     """Read a scan and write its LR volume (input intensities), geometry record and mask.
 
     Thickness: the given value, else the DICOM SliceThickness, else the slice spacing.
+    output_dtype: "float32", or "input": the integer type the scan's voxels fit (float32 if
+    they are not whole numbers), recorded for the methods' outputs.
     Everything is checked before anything is written.
     """
     vol, meta = load_volume(path, echo=echo)
@@ -30,6 +33,9 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     norm = robust_range(vol.data, mask, source=str(path))
     geom = describe(vol.affine, vol.shape, slice_axis, thickness_mm, factor, target_spacing_mm,
                     norm, source=str(path))
+    if output_dtype not in ("float32", "input"):
+        raise ThinsliceError(f"output_dtype must be 'float32' or 'input', got {output_dtype!r}")
+    geom.output_dtype = integer_type(vol.data) if output_dtype == "input" else "float32"
     save_volume(vol, out_image)
     save_volume(Volume(mask.astype(np.float32), vol.affine), out_mask)
     geom.save(out_geometry)

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ThinsliceError
 from .geometry import Geometry, describe, lr_affine, output_affine
 from .interpolate import upsample, working_to_output
-from .io import atomic_path, load_volume, read_nifti, save_volume
+from .io import atomic_path, integer_type, load_volume, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
 from .volume import Volume
@@ -88,7 +88,8 @@ def output_grid(image: str, geometry: str, out: str) -> None:
     vol, g = read_nifti(image), Geometry.load(geometry)
     data = working_to_output(vol.data, g.slice_axis, g.factor, g.ratio)
     lr_aff = lr_affine(vol.affine, g.slice_axis, g.factor)
-    save_volume(Volume(data, output_affine(lr_aff, g.slice_axis, g.ratio)), out, g.output_description("vae"))
+    save_volume(Volume(data, output_affine(lr_aff, g.slice_axis, g.ratio)), out, g.output_description("vae"),
+                g.output_dtype)
 
 
 def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> None:
@@ -229,10 +230,11 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
 def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,
           device: str = "auto", slice_axis: int | None = None, data_consistency: bool = False,
           uncertainty: str | None = None, echo: int | None = None,
-          target_spacing_mm: float | None = None) -> Geometry:
+          target_spacing_mm: float | None = None, output_dtype: str | None = None) -> Geometry:
     """`apply_model` from file to file: a prepared volume with its `geometry` record, or a
     scan in any supported format (`echo`: which echo of a multi-echo DICOM series); the
-    uncertainty map goes to `uncertainty` when given."""
+    uncertainty map goes to `uncertainty` when given. output_dtype: "float32", "input" (the
+    integer type the scan's voxels fit) or None (the geometry record's choice)."""
     if geometry:
         lr, g = load_prepared(image, geometry)
     else:
@@ -241,7 +243,8 @@ def infer(model_path: str, image: str, out: str, geometry: str | None = None, ke
                                 device=device, slice_axis=slice_axis, data_consistency=data_consistency,
                                 spread=uncertainty is not None, target_spacing_mm=target_spacing_mm)
     method = Path(model_path).stem   # the workflow's models are named after their method
-    save_volume(hr, out, g.output_description(method))
+    dtype = {None: g.output_dtype, "float32": "float32"}.get(output_dtype) or integer_type(lr.data)
+    save_volume(hr, out, g.output_description(method), dtype)
     if spread is not None:
         save_volume(spread, uncertainty, g.output_description(method + " uncertainty"))
     return g
