@@ -136,3 +136,18 @@ def test_infer_reads_one_echo_of_a_multi_echo_dicom_series(trained, tmp_path, ca
     assert "--echo" in err and "sample sheet" not in err.split("--echo")[0]
     assert main(["infer", "--model", str(trained / "sr.pt"), str(folder), str(out), "--echo", "2", "--threads", "1"]) == 0
     assert nib.load(str(out)).shape[2] == (6 - 1) * 2 + 1
+
+
+def test_infer_takes_an_oblique_series_with_rounded_positions_and_refuses_it_with_a_slice_missing(trained, tmp_path,
+                                                                                                  capsys):
+    from test_dicom import write_series
+
+    jittered, missing = tmp_path / "jittered", tmp_path / "missing"
+    write_series(jittered, n_slices=8, rows=20, cols=18, pixel_spacing=(2.0, 2.0), spacing=4.0, position_decimals=1)
+    write_series(missing, n_slices=8, rows=20, cols=18, pixel_spacing=(2.0, 2.0), gaps=[4.0] * 3 + [8.0] + [4.0] * 3,
+                 position_decimals=1)
+    out = tmp_path / "out.nii.gz"
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(jittered), str(out), "--threads", "1"]) == 0
+    assert nib.load(str(out)).shape[2] == (8 - 1) * 2 + 1
+    assert main(["infer", "--model", str(trained / "sr.pt"), str(missing), str(tmp_path / "no.nii.gz")]) == INPUT_ERROR
+    assert "a slice is missing" in capsys.readouterr().err
