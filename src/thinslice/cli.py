@@ -31,6 +31,15 @@ def _simulate(a):
     simulate(a.truth, a.out_lr, a.out_truth, a.axis, a.factor, a.profile, a.fwhm, a.target_spacing)
 
 
+def _thickness(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a thickness in mm or 'auto', not {text!r}") from None
+
+
 def _prepare(a):
     from .prepare import prepare
 
@@ -254,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--echo", type=int, help="1-based echo of a multi-echo DICOM series")
     s.add_argument("--slice-axis", type=int, choices=[0, 1, 2],
                    help="the thick-slice axis (default: the axis of largest spacing)")
-    s.add_argument("--thickness", type=float, help="slice thickness in mm (default: DICOM header, else spacing)")
+    s.add_argument("--thickness", type=_thickness,
+                   help="slice thickness in mm, or 'auto': the slice profile estimated from the scan "
+                        "(default: DICOM header, else spacing)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--factor", type=int, help="upsampling factor along the slice axis")
     g.add_argument("--target-spacing", type=float, help="output slice spacing in mm")

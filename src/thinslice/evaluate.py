@@ -13,6 +13,7 @@ from .consistency import consistency_psnr
 from .geometry import Geometry
 from .interpolate import nearest_upsample
 from .io import atomic_path, read_nifti
+from .prepare import profile_mismatch
 from .metrics import TRUTH_THRESHOLD, compare, periodic_artifact, resample_to, through_plane_sharpness
 
 # Above this, the texture of the output slices repeats every r slices visibly (cubic on real scans: 1.1-1.4).
@@ -67,22 +68,26 @@ def uncertainty_scores(uncertainty: str | Path, output: str | Path, axis: int, f
 def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | Path,
               uncertainty: str | Path | None = None, truth: str | Path | None = None) -> dict:
     """The per-scan QC entry of one output (`row`: its metrics): consistency with the
-    acquisition, the slice profile (header; the estimate from the scan itself is not made
-    yet: null), the uncertainty map's scores and warnings a user should read."""
+    acquisition, the slice profile (the header's thickness, the FWHM estimated from the scan
+    and the one used), the uncertainty map's scores and warnings a user should read."""
     geom = Geometry.load(geometry)
     scores = None
     if uncertainty:
         fg_out = nearest_upsample(read_nifti(mask).data > 0.5, geom.slice_axis, geom.ratio)
         scores = uncertainty_scores(uncertainty, output, geom.slice_axis, fg_out, truth)
     record = {"subject": row["subject"], "method": row["method"], "consistency_psnr": row["consistency_psnr"],
-              "periodic_artifact": row["periodic_artifact"], "fwhm_header_mm": geom.thickness_mm,
-              "fwhm_estimate_mm": None, "slice_spacing_mm": geom.spacing_mm,
+              "periodic_artifact": row["periodic_artifact"],
+              "fwhm_header_mm": geom.header_thickness_mm or geom.thickness_mm,
+              "fwhm_estimate_mm": geom.fwhm_estimate_mm, "slice_thickness_used_mm": geom.thickness_mm,
+              "slice_spacing_mm": geom.spacing_mm,
               "output_spacing_mm": geom.target_spacing_mm,
               **(scores or {"uncertainty_mean": None, "uncertainty_error_spearman": None})}
     warnings = []
     if row["periodic_artifact"] > PERIODIC_WARNING:
         warnings.append(f"periodic_artifact {row['periodic_artifact']:.2f} > {PERIODIC_WARNING}: a pattern repeats "
                         f"with the real slices, every {geom.ratio:.3g} output slices (look at the reformats)")
+    if profile_mismatch(geom):
+        warnings.append(profile_mismatch(geom))
     record["warnings"] = warnings
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
@@ -133,7 +138,7 @@ def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path
 
 
 QC_COLUMNS = ["subject", "method", "consistency_psnr", "periodic_artifact", "fwhm_header_mm", "fwhm_estimate_mm",
-              "uncertainty_mean", "uncertainty_error_spearman", "warnings"]
+              "slice_thickness_used_mm", "uncertainty_mean", "uncertainty_error_spearman", "warnings"]
 
 
 def collect_qc(entries: list[str | Path], out_csv: str | Path) -> None:

@@ -104,6 +104,8 @@ class Geometry:
                   non-integer ratio); None otherwise.
     output_dtype: the data type the methods' outputs are written in (float32, or an
                   integer type: rounded and clipped).
+    header_thickness_mm: the thickness the header (or the sample sheet) gives;
+    fwhm_estimate_mm: the slice profile's FWHM estimated from the scan (None: not estimated).
     in_plane_mm:  spacing of the two other axes (in array order);
     shape:        LR array shape; orientation: axis codes of the affine (e.g. 'LPS').
     norm_low/norm_high: intensity normalisation x -> (x - low) / (high - low).
@@ -121,6 +123,8 @@ class Geometry:
     norm_high: float
     output_spacing_mm: float | None = None
     output_dtype: str = "float32"
+    header_thickness_mm: float | None = None
+    fwhm_estimate_mm: float | None = None
 
     @property
     def work_spacing_mm(self) -> float:

@@ -15,19 +15,28 @@ from .normalize import foreground_mask, robust_range
 from .volume import Volume
 
 
+# The slice profile the scan shows and the header's thickness differ by more than this: a warning.
+PROFILE_WARNING = 0.25
+
+
 def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, out_mask: str | Path,
-            echo: int | None = None, slice_axis: int | None = None, thickness_mm: float | None = None,
+            echo: int | None = None, slice_axis: int | None = None, thickness_mm: float | str | None = None,
             factor: int | None = None, target_spacing_mm: float | None = None,
             output_dtype: str = "float32") -> Geometry:
     """Read a scan and write its LR volume (input intensities), geometry record and mask.
 
-    Thickness: the given value, else the DICOM SliceThickness, else the slice spacing.
+    Thickness: the given value, else the DICOM SliceThickness, else the slice spacing; "auto":
+    the FWHM of the slice profile estimated from the scan itself (slice_profile), which is
+    recorded in any case and compared with the header's (a warning beyond 25%).
     output_dtype: "float32", or "input": the integer type the scan's voxels fit (float32 if
     they are not whole numbers), recorded for the methods' outputs.
     Everything is checked before anything is written.
     """
+    from .slice_profile import estimate_fwhm
+
+    auto = thickness_mm == "auto"
     vol, meta = load_volume(path, echo=echo)
-    if thickness_mm is None:
+    if thickness_mm is None or auto:
         thickness_mm = meta.get("slice_thickness")
     mask = foreground_mask(vol.data)
     norm = robust_range(vol.data, mask, source=str(path))
@@ -36,10 +45,33 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     if output_dtype not in ("float32", "input"):
         raise ThinsliceError(f"output_dtype must be 'float32' or 'input', got {output_dtype!r}")
     geom.output_dtype = integer_type(vol.data) if output_dtype == "input" else "float32"
+    geom.header_thickness_mm = geom.thickness_mm
+    geom.fwhm_estimate_mm = estimate_fwhm(vol.data, mask, geom.slice_axis, vol.spacing)
+    if geom.fwhm_estimate_mm is None:
+        print(f"{path}: too few slices in the foreground to estimate the slice profile"
+              + ("; slice_thickness auto falls back to the header's" if auto else ""))
+    else:
+        print(f"{path}: slice profile FWHM {geom.fwhm_estimate_mm:.3g} mm estimated from the scan, "
+              f"{geom.header_thickness_mm:.3g} mm in the header")
+        if auto:
+            geom.thickness_mm = geom.fwhm_estimate_mm
+            geom.gap_mm = max(geom.spacing_mm - geom.thickness_mm, 0.0)
+        if profile_mismatch(geom):
+            print(f"warning: {path}: {profile_mismatch(geom)}")
     save_volume(vol, out_image)
     save_volume(Volume(mask.astype(np.float32), vol.affine), out_mask)
     geom.save(out_geometry)
     return geom
+
+
+def profile_mismatch(geom: Geometry) -> str | None:
+    """A warning when the estimated slice profile and the header's thickness differ by more
+    than PROFILE_WARNING, else None."""
+    est, header = geom.fwhm_estimate_mm, geom.header_thickness_mm
+    if est is None or header is None or abs(est - header) <= PROFILE_WARNING * header:
+        return None
+    return (f"the slice profile looks {est:.3g} mm wide (FWHM) and the header says {header:.3g} mm thick; "
+            f"check the slice thickness (slice_thickness: auto uses the estimate)")
 
 
 def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, axis: int, factor: int,

@@ -170,6 +170,8 @@ def prepare_options(wildcards):
             opts.append(f"--slice-axis {row['slice_axis']}")
         if "slice_thickness" in row:
             opts.append(f"--thickness {row['slice_thickness']}")
+        elif config["slice_thickness"] == "auto":
+            opts.append("--thickness auto")
     opts.append(f"--output-dtype {config['output_dtype']}")
     if config.get("target_spacing_mm"):
         opts.append(f"--target-spacing {config['target_spacing_mm']}")

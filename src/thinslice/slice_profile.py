@@ -1,0 +1,90 @@
+"""The slice profile as the scan itself shows it: an estimate of the through-plane blur.
+
+Stage 2 is only as good as its slice model, and headers lie (SliceThickness against the
+spacing, gaps). The in-plane axes of a thick-slice scan are sharp; blurred with the right
+Gaussian profile and sampled at the slice spacing, their lines must look like the lines
+along the slice axis. So for each candidate FWHM, the mean power spectrum of windows along
+the slice axis is compared with that of the in-plane lines so degraded, by the variance of
+their log ratio: a shape match, blind to the overall contrast, which differs between axes.
+Each side gets the candidate blur across its lines too (the slice axis along the other
+in-plane axis), because the in-plane lines lie in slices that are themselves blurred; the
+estimate is the mean over both in-plane axes. On ch2 at 4 mm spacing it finds FWHM 2, 4
+and 6 mm within about 20% along every axis (tests/test_slice_profile.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
+
+from .degrade import FWHM_PER_SIGMA
+
+WINDOW = 16          # samples per window along a line (64 mm at 4 mm spacing)
+MIN_WINDOWS = 50     # fewer windows in the foreground: no estimate
+COARSE = np.arange(0.1, 3.0001, 0.2)   # candidate FWHMs, in slice spacings
+
+
+def _windows(data: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Windows of n samples along the last axis (half-overlapping) that lie in the mask."""
+    if data.shape[-1] < n:
+        return np.empty((0, n), dtype=data.dtype)
+    v = sliding_window_view(data, n, axis=-1)[..., :: n // 2, :]
+    inside = sliding_window_view(mask, n, axis=-1)[..., :: n // 2, :].all(axis=-1)
+    return v[inside]
+
+
+def _spectrum(windows: np.ndarray) -> np.ndarray:
+    """Mean power spectrum of Hann-windowed, mean-removed windows, without the DC term."""
+    x = windows - windows.mean(axis=1, keepdims=True)
+    return (np.abs(np.fft.rfft(x * np.hanning(windows.shape[1]), axis=1)) ** 2).mean(axis=0)[1:]
+
+
+def _along(data: np.ndarray, axis: int, fwhm_mm: float, spacing_mm: float) -> np.ndarray:
+    return ndimage.gaussian_filter1d(data, fwhm_mm / spacing_mm / FWHM_PER_SIGMA, axis=axis, mode="nearest")
+
+
+def estimate_fwhm(data: np.ndarray, mask: np.ndarray, axis: int, spacings) -> float | None:
+    """The Gaussian-equivalent FWHM (mm) of the slice profile along `axis`, or None when the
+    foreground holds too few runs of WINDOW slices (or the in-plane axes are not finer).
+
+    data, mask: the scan and its foreground; spacings: voxel size per array axis (mm)."""
+    data = np.asarray(data, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    spacing = float(spacings[axis])
+    n = WINDOW
+    if data.shape[axis] < n:
+        return None
+    through_mask = np.moveaxis(mask, axis, -1)
+    if len(_windows(through_mask, through_mask, n)) < MIN_WINDOWS:
+        return None
+    inplane = [a for a in range(3) if a != axis]
+    estimates = []
+    for a, b in (inplane, inplane[::-1]):
+        step = spacing / float(spacings[a])
+        if step <= 1:
+            return None
+        positions = np.arange(0, data.shape[a] - 1, step)     # in-plane samples at the slice spacing
+        lo = np.floor(positions).astype(int)
+        t = (positions - lo).astype(np.float32)
+        hi = np.minimum(lo + 1, data.shape[a] - 1)
+        in_mask = np.moveaxis(mask, a, -1)
+        in_mask = in_mask[..., lo] & in_mask[..., hi]
+
+        def cost(fwhm: float) -> float:
+            through = _spectrum(_windows(np.moveaxis(_along(data, b, fwhm, spacings[b]), axis, -1), through_mask, n))
+            lines = np.moveaxis(_along(data, a, fwhm, spacings[a]), a, -1)
+            windows = _windows(lines[..., lo] * (1 - t) + lines[..., hi] * t, in_mask, n)
+            if len(windows) < MIN_WINDOWS:
+                return np.nan
+            return float(np.var(np.log(through + 1e-12) - np.log(_spectrum(windows) + 1e-12)))
+
+        best = 0.0
+        for grid in (COARSE, "fine"):   # every 0.2 spacings, then every 0.05 around the best
+            grid = COARSE if grid is COARSE else np.arange(max(best - 0.2, 0.05), best + 0.2001, 0.05)
+            costs = [cost(g * spacing) for g in grid]
+            if np.isnan(costs).all():
+                return None
+            best = float(grid[int(np.nanargmin(costs))])
+        estimates.append(best * spacing)
+    return float(np.mean(estimates))

@@ -1,0 +1,76 @@
+"""The slice profile estimated from a scan itself, against the profile it was simulated with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from thinslice.degrade import degrade
+from thinslice.errors import ThinsliceError
+from thinslice.geometry import describe
+from thinslice.normalize import foreground_mask
+from thinslice.prepare import profile_mismatch
+from thinslice.slice_profile import estimate_fwhm
+
+REPO_CH2 = Path(__file__).resolve().parents[1] / "resources" / "ch2.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def ch2(tmp_path_factory):
+    """Colin27 (real T1, 1 mm): the workflow's copy, else fetched."""
+    from thinslice.fetch import fetch_ch2
+
+    path = REPO_CH2
+    if not path.exists():
+        try:
+            path = fetch_ch2(tmp_path_factory.mktemp("ch2") / "ch2.nii.gz")
+        except ThinsliceError as exc:
+            pytest.skip(f"ch2.nii.gz not available here: {exc}")
+    return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+
+
+@pytest.mark.parametrize("axis", [2, 0])
+def test_the_estimate_finds_the_simulated_fwhm_within_20_percent(ch2, axis):
+    spacings = [1.0, 1.0, 1.0]
+    spacings[axis] = 4.0
+    for fwhm in (2.0, 4.0, 6.0):
+        lr = degrade(ch2, axis, 4, "gaussian", fwhm, 1.0)    # 4 mm slice spacing
+        estimate = estimate_fwhm(lr, foreground_mask(lr), axis, spacings)
+        assert estimate == pytest.approx(fwhm, rel=0.2), (axis, fwhm, estimate)
+
+
+def test_too_few_slices_give_no_estimate(anatomical):
+    data = anatomical[0][:, :, ::2]                        # 13 slices: no window of 16
+    assert estimate_fwhm(data, foreground_mask(data), 2, [2.0, 2.0, 4.0]) is None
+
+
+def test_a_header_that_disagrees_with_the_scan_is_a_warning():
+    g = describe(np.diag([1.0, 1.0, 4.0, 1.0]), (8, 8, 20), None, 3.0, 4, None, (0.0, 1.0), "scan")
+    g.header_thickness_mm, g.fwhm_estimate_mm = 3.0, 3.6          # within 25%
+    assert profile_mismatch(g) is None
+    g.fwhm_estimate_mm = 4.5
+    assert "4.5 mm wide" in profile_mismatch(g) and "3 mm thick" in profile_mismatch(g)
+    g.fwhm_estimate_mm = None
+    assert profile_mismatch(g) is None
+
+
+def test_prepare_warns_on_a_lying_header_and_auto_uses_the_estimate(ch2, tmp_path, capsys):
+    from thinslice.cli import main
+    from thinslice.geometry import Geometry, lr_affine
+
+    lr = degrade(ch2, 2, 4, "gaussian", 6.0, 1.0)             # 6 mm profile at 4 mm spacing
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(lr, lr_affine(np.eye(4), 2, 4)), scan)
+    outs = lambda name: ["--out-image", str(tmp_path / f"{name}.nii.gz"), "--out-geometry",   # noqa: E731
+                         str(tmp_path / f"{name}.json"), "--out-mask", str(tmp_path / f"{name}_mask.nii.gz")]
+    assert main(["prepare", "--input", str(scan), "--factor", "4", "--thickness", "3", *outs("header")]) == 0
+    said = capsys.readouterr().out
+    assert "warning:" in said and "header says 3 mm thick" in said
+    header = Geometry.load(tmp_path / "header.json")
+    assert header.thickness_mm == 3.0 and header.fwhm_estimate_mm == pytest.approx(6.0, rel=0.2)
+    assert main(["prepare", "--input", str(scan), "--factor", "4", "--thickness", "auto", *outs("auto")]) == 0
+    auto = Geometry.load(tmp_path / "auto.json")
+    assert auto.thickness_mm == auto.fwhm_estimate_mm == header.fwhm_estimate_mm and auto.gap_mm == 0.0
