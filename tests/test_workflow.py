@@ -191,11 +191,14 @@ def test_a_non_integer_ratio_lands_every_method_on_the_output_grid(fractional_pr
         np.testing.assert_allclose(_world(img.affine, [[7, 9, 3]]), _world(lr.affine, [[7, 9, 2]]), atol=1e-4)
         np.testing.assert_allclose(_world(img.affine, [[7, 9, 1]]), _world(lr.affine, [[7, 9, 2 / 3]]), atol=1e-4)
         row = rows[("t1", method)]
-        assert 15 < float(row["psnr"]) < 60 and 20 < float(row["consistency_psnr"]) <= 99, (method, row)
+        # scored on the truth's grid (4 training steps: the learned methods' scores are low, not NaN)
+        assert 5 < float(row["psnr"]) < 60 and 5 < float(row["consistency_psnr"]) <= 99, (method, row)
         assert 1 <= float(row["periodic_artifact"]) < 10, (method, row)
     assert nib.load(out / "synthetic" / "t1.nii.gz").shape == (33, 41, 17)  # the VAE works at x2 (3 mm)
     assert float(rows[("t1", "cubic")]["psnr"]) > float(rows[("t1", "linear")]["psnr"])
     assert (out / "sr_self" / "t1_uncertainty.nii.gz").exists() and (out / "figures" / "reformats.png").exists()
+    for view in ("reformats", "uncertainty"):   # the per-scan QC figures of the report
+        assert (out / "qc" / f"t1_{view}.png").read_bytes().startswith(PNG_MAGIC)
 
 
 # ---------------------------------------------------------------------------------------------

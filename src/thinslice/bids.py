@@ -191,10 +191,11 @@ def export(folder: str | Path, entries: list[dict], suffix: str = "T2w", slice_m
     """A run's outputs as a BIDS derivatives dataset in `folder`: dataset_description.json, and
     each output (hard-linked where the file system allows, else copied) under its BIDS name
     with its sidecar. entries: {subject, method, output, geometry (record path), model (or
-    None), source (the scan it was made from)}. Returns the files written."""
+    None), source (the scan it was made from)}. Returns the files written, the description
+    last (its presence marks a complete export)."""
     from .geometry import Geometry
 
-    written = [write_dataset_description(folder, source_dataset)]
+    written = []
     for e in entries:
         target = Path(folder) / derivative_name(e["subject"], e["method"], suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -206,4 +207,4 @@ def export(folder: str | Path, entries: list[dict], suffix: str = "T2w", slice_m
         record = provenance(e["method"], Geometry.load(e["geometry"]), e.get("model"), e.get("source"),
                             slice_model=slice_model)
         written += [target, write_sidecar(target, record)]
-    return written
+    return written + [write_dataset_description(folder, source_dataset)]

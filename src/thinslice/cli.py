@@ -142,12 +142,20 @@ def _figure(a):
     if a.degraded:
         extra["degraded"] = ("synthetic HR degraded", a.degraded, True)
     scene = figures.Scene.load(a.image, a.geometry, dict(zip(methods, paths)), truth_path=a.truth, extra=extra)
+    title = "\n".join(t for t in (a.title, figures.qc_summary([_read_json(p) for p in a.qc or []])) if t)
     if a.kind == "uncertainty":
-        figures.uncertainty_figure(scene, a.out, maps, title=a.title)
+        figures.uncertainty_figure(scene, a.out, maps, title=title)
         return
     draw = {"reformats": figures.reformats_figure, "errors": figures.errors_figure,
             "profile": figures.profile_figure, "pipeline": figures.pipeline_figure}[a.kind]
-    draw(scene, a.out, title=a.title)
+    draw(scene, a.out, title=title)
+
+
+def _read_json(path: str) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(path).read_text())
 
 
 def _train_vae(a):
@@ -335,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertainty", nargs="+", metavar="METHOD=NIFTI",
                    help="uncertainty: the uncertainty map of a method's output (infer --uncertainty), on its grid, "
                         "e.g. sr_vae=results/run/sr_vae/s_uncertainty.nii.gz")
+    s.add_argument("--qc", nargs="+", metavar="JSON",
+                   help="QC entries of the subject's outputs (evaluate --qc): summarised under the title")
     s.add_argument("--metrics", help="metrics: the run's metrics.csv")
     s.add_argument("--losses", nargs="+", help="training: NAME=CSV loss logs, e.g. vae=models/vae_loss.csv")
     s.add_argument("--title", default="", help="title above the figure")

@@ -921,3 +921,17 @@ def _ordinal(n: int) -> str:
 
 def _title(title: str, what: str) -> str:
     return f"{title}\n{what}" if title else what
+
+
+def qc_summary(entries: list[dict]) -> str:
+    """The QC entries of one subject (evaluate --qc) as title lines: the slice profile, each
+    method's consistency with the acquisition, and the warnings."""
+    if not entries:
+        return ""
+    first = entries[0]
+    est = first.get("fwhm_estimate_mm")
+    lines = [f"slice profile: header {first['fwhm_header_mm']:.3g} mm, estimated from the scan "
+             + (f"{est:.3g} mm" if est is not None else "- (too few slices)"),
+             "consistency (dB): " + ", ".join(f"{e['method']} {e['consistency_psnr']:.1f}" for e in entries)]
+    warnings = sorted({w for e in entries for w in e.get("warnings", [])})
+    return "\n".join(lines + [f"warning: {w}" for w in warnings])

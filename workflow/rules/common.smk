@@ -213,9 +213,20 @@ def uncertainty_output(method, subject):
     return f"{OUT}/{method}/{subject}_uncertainty.nii.gz"
 
 
+def sr_methods():
+    """The run's SR methods: each output comes with an uncertainty map."""
+    return [m for m in METHODS if m.startswith("sr_")]
+
+
 def figure_uncertainty_maps():
     """The figure subject's uncertainty maps: SR method -> NIfTI."""
-    return {m: uncertainty_output(m, figure_subject()) for m in METHODS if m.startswith("sr_")}
+    return {m: uncertainty_output(m, figure_subject()) for m in sr_methods()}
+
+
+def qc_figures():
+    """The per-scan QC figures of the report: every subject's reformats and uncertainty maps."""
+    views = ["reformats"] + (["uncertainty"] if sr_methods() else [])
+    return [f"{OUT}/qc/{s}_{v}.png" for s in SUBJECTS for v in views]
 
 
 def figure_subject():
@@ -224,9 +235,9 @@ def figure_subject():
 
 def all_targets():
     targets = [f"{OUT}/metrics.csv", f"{OUT}/metrics_summary.csv", f"{OUT}/metrics_summary.md", f"{OUT}/qc.csv"]
-    targets += figure_targets()
+    targets += figure_targets() + qc_figures()
     targets += [method_output(m, s) for m in METHODS for s in SUBJECTS]
-    targets.append(f"{OUT}/bids")
+    targets.append(f"{OUT}/bids/dataset_description.json")
     return targets
 
 

@@ -69,8 +69,9 @@ rule bids_export:
         geometries=expand(f"{OUT}/input/{{subject}}.json", subject=SUBJECTS),
         models=sorted({e["model"] for e in bids_entries() if e["model"]}),
     output:
-        directory(f"{OUT}/bids"),
+        f"{OUT}/bids/dataset_description.json",   # written last: the export is complete
     params:
+        folder=lambda wc, output: os.path.dirname(output[0]),
         entries=json_option(bids_entries()),
         suffix=config["bids"]["suffix"],
         slice_model=config["slice_model"],
@@ -84,5 +85,5 @@ rule bids_export:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m thinslice bids-export --folder {output:q} --entries {params.entries} --suffix {params.suffix}"
+        "python -m thinslice bids-export --folder {params.folder:q} --entries {params.entries} --suffix {params.suffix}"
         " --slice-model {params.slice_model} {params.source} --log {log:q}"

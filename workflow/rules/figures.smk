@@ -13,7 +13,7 @@ localrules:
 
 rule figures:
     input:
-        figure_targets(),
+        figure_targets() + qc_figures(),
 
 
 rule figure_pipeline:
@@ -203,3 +203,39 @@ rule figure_training:
     shell:
         "python -m thinslice figure --kind training --losses {params.losses} --title {params.title:q}"
         " --out {output:q} --log {log:q}"
+
+
+rule figure_qc:
+    # Per-scan quality control in the report: each subject's reformats and, with SR methods,
+    # uncertainty maps, titled with its slice profile, consistency and warnings.
+    input:
+        image=f"{OUT}/input/{{subject}}.nii.gz",
+        geometry=f"{OUT}/input/{{subject}}.json",
+        outputs=lambda wc: [method_output(m, wc.subject) for m in METHODS],
+        truth=lambda wc: truth_path(wc.subject) if has_truth(wc.subject) else [],
+        maps=lambda wc: [uncertainty_output(m, wc.subject) for m in sr_methods()] if wc.view == "uncertainty" else [],
+        qc=lambda wc: [f"{OUT}/qc/{m}/{wc.subject}.json" for m in METHODS],
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/qc/{{subject}}_{{view}}.png", caption="../report/qc_subject.rst", category="Quality control",
+               subcategory="{subject}", labels={"subject": "{subject}", "view": "{view}"}),
+    wildcard_constraints:
+        view="reformats|uncertainty",
+    params:
+        kind=lambda wc: wc.view,
+        methods=" ".join(METHODS),
+        truth=figure_truth_option,
+        extra=lambda wc, input: " ".join(
+            ["--qc", *map(shlex.quote, input.qc)]
+            + (["--uncertainty", *(shlex.quote(f"{m}={p}") for m, p in zip(sr_methods(), input.maps))] if input.maps else [])),
+        title=lambda wc: f"{RUN}: {wc.subject}",
+    log:
+        f"{LOGS}/figures/qc/{{subject}}_{{view}}.log",
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=20,
+    shell:
+        FIGURE_SHELL
