@@ -58,13 +58,18 @@ def _hidden_files(folder: Path) -> list[Path]:
 R_SIM = 3  # 25 slices = (9 - 1) * 3 + 1
 
 
-@pytest.fixture(scope="module")
-def simulated_project(tmp_path_factory, anatomical_path):
-    d = tmp_path_factory.mktemp("sim")
+def _truth_project(d: Path, anatomical_path: Path) -> Path:
+    """A project folder whose one subject t1 is nibabel's real T1, as a ground truth."""
     (d / "data").mkdir()
     img = nib.load(anatomical_path)
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), d / "data" / "gt.nii.gz")
     _write_sheet(d / "samples.tsv", ["subject", "path"], [["t1", "data/gt.nii.gz"]])
+    return d
+
+
+@pytest.fixture(scope="module")
+def simulated_project(tmp_path_factory, anatomical_path):
+    d = _truth_project(tmp_path_factory.mktemp("sim"), anatomical_path)
     fake_eclare = write_fake_eclare(d)  # ECLARE's command line and output grid; linear interpolation inside
     _write_config(d / "bench.yaml", f"""
 run: tiny
@@ -154,11 +159,7 @@ def test_simulated_figure_logs_and_no_leftovers(simulated_project):
 
 @pytest.fixture(scope="module")
 def fractional_project(tmp_path_factory, anatomical_path):
-    d = tmp_path_factory.mktemp("frac")
-    (d / "data").mkdir()
-    img = nib.load(anatomical_path)
-    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), d / "data" / "gt.nii.gz")
-    _write_sheet(d / "samples.tsv", ["subject", "path"], [["t1", "data/gt.nii.gz"]])
+    d = _truth_project(tmp_path_factory.mktemp("frac"), anatomical_path)
     _write_config(d / "bench.yaml", """
 run: frac
 samples: samples.tsv

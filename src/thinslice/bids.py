@@ -7,7 +7,6 @@ the dataset root reaches every scan; outputs carry a sidecar recording how each 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ThinsliceError
+from .fetch import sha256
 from .io import atomic_path
 
 BIDS_VERSION = "1.9.0"
@@ -156,14 +156,6 @@ def write_sidecar(path: str | Path, record: dict) -> Path:
     return sidecar
 
 
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def provenance(method: str, geometry, model: str | Path | None = None, source: str | Path | None = None,
                *, slice_model: str | None = None) -> dict:
     """What an output's sidecar records: the method, the slice geometry, the inputs and the model."""
@@ -182,7 +174,7 @@ def provenance(method: str, geometry, model: str | Path | None = None, source: s
         record["SliceModel"] = slice_model
     if model is not None:
         record["ModelFile"] = str(model)
-        record["ModelSHA256"] = _sha256(model)
+        record["ModelSHA256"] = sha256(model)
     return record
 
 
