@@ -11,7 +11,7 @@ SNAKEMAKE_FLAGS ?=
 TORCH_INDEX ?=
 CONFIG ?= config/config.yaml
 
-.PHONY: env demo test bench bench-contention report lint clean
+.PHONY: env demo test bench bench-contention bench-profile report lint clean
 
 env: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ bench-contention: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) $(SNAKEMAKE_FLAGS) \
 	  results/ch2-z4/input/ch2.nii.gz results/ch2-z4/input/ch2.json --configfile config/ch2-z4.yaml
 	$(PY) bench/contention.py results/ch2-z4/input/ch2.nii.gz results/ch2-z4/input/ch2.json
+
+# the slice-profile estimate on ch2 simulated at FWHM 2, 4, 6 mm and 4 mm spacing, along each axis
+bench-profile: env
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 1 resources/ch2.nii.gz --configfile config/ch2-z4.yaml
+	$(PY) bench/slice_profile.py resources/ch2.nii.gz
 
 report: env
 	run=$$($(PY) -c "import yaml; print(yaml.safe_load(open('$(CONFIG)'))['run'])") && \

@@ -12,8 +12,7 @@ from thinslice.degrade import degrade
 from thinslice.errors import ThinsliceError
 from thinslice.geometry import describe
 from thinslice.normalize import foreground_mask
-from thinslice.prepare import profile_mismatch
-from thinslice.slice_profile import estimate_fwhm
+from thinslice.slice_profile import estimate_fwhm, profile_mismatch
 
 REPO_CH2 = Path(__file__).resolve().parents[1] / "resources" / "ch2.nii.gz"
 

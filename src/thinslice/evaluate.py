@@ -13,8 +13,8 @@ from .consistency import consistency_psnr
 from .geometry import Geometry
 from .interpolate import nearest_upsample
 from .io import atomic_path, read_nifti
-from .prepare import profile_mismatch
 from .metrics import TRUTH_THRESHOLD, compare, periodic_artifact, resample_to, through_plane_sharpness
+from .slice_profile import profile_mismatch
 
 # Above this, the texture of the output slices repeats every r slices visibly (cubic on real scans: 1.1-1.4).
 PERIODIC_WARNING = 1.5

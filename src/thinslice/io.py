@@ -175,6 +175,13 @@ def integer_type(data: np.ndarray) -> str:
     return "float32"
 
 
+def output_type(choice: str, data: np.ndarray) -> str:
+    """The data type of outputs made from `data`: "float32", or for "input" its `integer_type`."""
+    if choice not in ("float32", "input"):
+        raise ThinsliceError(f"output_dtype must be 'float32' or 'input', got {choice!r}")
+    return integer_type(data) if choice == "input" else "float32"
+
+
 def save_volume(vol: Volume, path: str | Path, descrip: str = "", dtype: str = "float32") -> None:
     """Write a NIfTI with qform and sform set to the affine; atomic. `descrip` (what made it)
     goes into the header's description after the thinslice version; an integer `dtype`

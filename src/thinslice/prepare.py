@@ -10,13 +10,9 @@ import numpy as np
 from .degrade import degrade
 from .errors import ThinsliceError
 from .geometry import Geometry, describe, lr_affine, output_shape
-from .io import integer_type, load_volume, read_nifti, save_volume
+from .io import load_volume, output_type, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .volume import Volume
-
-
-# The slice profile the scan shows and the header's thickness differ by more than this: a warning.
-PROFILE_WARNING = 0.25
 
 
 def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, out_mask: str | Path,
@@ -32,7 +28,7 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     they are not whole numbers), recorded for the methods' outputs.
     Everything is checked before anything is written.
     """
-    from .slice_profile import estimate_fwhm
+    from .slice_profile import estimate_fwhm, profile_mismatch
 
     auto = thickness_mm == "auto"
     vol, meta = load_volume(path, echo=echo)
@@ -40,38 +36,26 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
         thickness_mm = meta.get("slice_thickness")
     mask = foreground_mask(vol.data)
     norm = robust_range(vol.data, mask, source=str(path))
+    dtype = output_type(output_dtype, vol.data)
     geom = describe(vol.affine, vol.shape, slice_axis, thickness_mm, factor, target_spacing_mm,
                     norm, source=str(path))
-    if output_dtype not in ("float32", "input"):
-        raise ThinsliceError(f"output_dtype must be 'float32' or 'input', got {output_dtype!r}")
-    geom.output_dtype = integer_type(vol.data) if output_dtype == "input" else "float32"
-    geom.header_thickness_mm = geom.thickness_mm
-    geom.fwhm_estimate_mm = estimate_fwhm(vol.data, mask, geom.slice_axis, vol.spacing)
-    if geom.fwhm_estimate_mm is None:
+    header = geom.thickness_mm
+    estimate = estimate_fwhm(vol.data, mask, geom.slice_axis, vol.spacing)
+    if estimate is None:
         print(f"{path}: too few slices in the foreground to estimate the slice profile"
               + ("; slice_thickness auto falls back to the header's" if auto else ""))
     else:
-        print(f"{path}: slice profile FWHM {geom.fwhm_estimate_mm:.3g} mm estimated from the scan, "
-              f"{geom.header_thickness_mm:.3g} mm in the header")
+        print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan, {header:.3g} mm in the header")
         if auto:
-            geom.thickness_mm = geom.fwhm_estimate_mm
-            geom.gap_mm = max(geom.spacing_mm - geom.thickness_mm, 0.0)
-        if profile_mismatch(geom):
-            print(f"warning: {path}: {profile_mismatch(geom)}")
+            geom = describe(vol.affine, vol.shape, geom.slice_axis, estimate, factor, target_spacing_mm,
+                            norm, source=str(path))
+    geom.output_dtype, geom.header_thickness_mm, geom.fwhm_estimate_mm = dtype, header, estimate
+    if profile_mismatch(geom):
+        print(f"warning: {path}: {profile_mismatch(geom)}")
     save_volume(vol, out_image)
     save_volume(Volume(mask.astype(np.float32), vol.affine), out_mask)
     geom.save(out_geometry)
     return geom
-
-
-def profile_mismatch(geom: Geometry) -> str | None:
-    """A warning when the estimated slice profile and the header's thickness differ by more
-    than PROFILE_WARNING, else None."""
-    est, header = geom.fwhm_estimate_mm, geom.header_thickness_mm
-    if est is None or header is None or abs(est - header) <= PROFILE_WARNING * header:
-        return None
-    return (f"the slice profile looks {est:.3g} mm wide (FWHM) and the header says {header:.3g} mm thick; "
-            f"check the slice thickness (slice_thickness: auto uses the estimate)")
 
 
 def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, axis: int, factor: int,

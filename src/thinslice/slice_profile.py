@@ -20,6 +20,8 @@ from scipy import ndimage
 
 from .degrade import FWHM_PER_SIGMA
 
+# The estimate and the header's thickness differ by more than this share: a warning.
+PROFILE_WARNING = 0.25
 WINDOW = 16          # samples per window along a line (64 mm at 4 mm spacing)
 MIN_WINDOWS = 50     # fewer windows in the foreground: no estimate
 COARSE = np.arange(0.1, 3.0001, 0.2)   # candidate FWHMs, in slice spacings
@@ -88,3 +90,13 @@ def estimate_fwhm(data: np.ndarray, mask: np.ndarray, axis: int, spacings) -> fl
             best = float(grid[int(np.nanargmin(costs))])
         estimates.append(best * spacing)
     return float(np.mean(estimates))
+
+
+def profile_mismatch(geom) -> str | None:
+    """A warning when a geometry record's estimated slice profile and its header's thickness
+    differ by more than PROFILE_WARNING, else None."""
+    est, header = geom.fwhm_estimate_mm, geom.header_thickness_mm
+    if est is None or header is None or abs(est - header) <= PROFILE_WARNING * header:
+        return None
+    return (f"the slice profile looks {est:.3g} mm wide (FWHM) and the header says {header:.3g} mm thick; "
+            f"check the slice thickness (slice_thickness: auto uses the estimate)")

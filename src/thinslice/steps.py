@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ThinsliceError
 from .geometry import Geometry, describe, lr_affine, output_affine
 from .interpolate import upsample, working_to_output
-from .io import atomic_path, integer_type, load_volume, read_nifti, save_volume
+from .io import atomic_path, load_volume, output_type, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
 from .volume import Volume
@@ -208,10 +208,9 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
     g = geometry
     if g is None:   # describe finds the slice axis when none is given
         norm = robust_range(lr.data, foreground_mask(lr.data), source=source)
-        g = describe(lr.affine, lr.shape, slice_axis, meta.get("thickness_mm"), r, None, norm, source=source)
         target = target_spacing_mm or meta.get("output_spacing_mm")
-        if target:
-            g = describe(lr.affine, lr.shape, g.slice_axis, g.thickness_mm, None, target, norm, source=source)
+        g = describe(lr.affine, lr.shape, slice_axis, meta.get("thickness_mm"), None if target else r, target,
+                     norm, source=source)
     if g.factor != r:
         raise ThinsliceError(f"{source}: the output grid of {g.target_spacing_mm:.4g} mm needs a model working at "
                              f"x{g.factor}, and model {model_path} works at x{r}; choose a target spacing of "
@@ -243,7 +242,7 @@ def infer(model_path: str, image: str, out: str, geometry: str | None = None, ke
                                 device=device, slice_axis=slice_axis, data_consistency=data_consistency,
                                 spread=uncertainty is not None, target_spacing_mm=target_spacing_mm)
     method = Path(model_path).stem   # the workflow's models are named after their method
-    dtype = {None: g.output_dtype, "float32": "float32"}.get(output_dtype) or integer_type(lr.data)
+    dtype = g.output_dtype if output_dtype is None else output_type(output_dtype, lr.data)
     save_volume(hr, out, g.output_description(method), dtype)
     if spread is not None:
         save_volume(spread, uncertainty, g.output_description(method + " uncertainty"))
