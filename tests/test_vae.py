@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from thinslice.errors import ThinsliceError
-from thinslice.interpolate import upsample
+from thinslice.interpolate import interpolation_matrix, upsample
 from thinslice.vae import (VAEConfig, interpolate_latents, interpolate_pair, latent_path, load_vae, reconstruct,
                            save_vae, synthesize, train_vae)
 
@@ -58,24 +58,30 @@ def l1(a, b) -> float:
 def test_synthesis_shape_and_real_slices(trained, t1, r):
     model, _ = trained
     n, h, w = t1.shape
-    out = synthesize(model, t1, r, keep_real_slices=True, device="cpu", batch_size=5)
-    assert out.shape == ((n - 1) * r + 1, h, w) and out.dtype == np.float32
-    assert np.array_equal(out[::r], t1)  # real slices kept exactly
-    assert np.isfinite(out).all()
+    kept = synthesize(model, t1, r, synthesis="kept", device="cpu", batch_size=5)
+    assert kept.shape == ((n - 1) * r + 1, h, w) and kept.dtype == np.float32
+    assert np.array_equal(kept[::r], t1)  # real slices kept exactly
+    assert np.isfinite(kept).all()
 
     recon = reconstruct(model, t1, device="cpu")
-    out2 = synthesize(model, t1, r, device="cpu", batch_size=5)   # default: real slices decoded too
-    assert out2.shape == out.shape
-    np.testing.assert_allclose(out2[::r], recon, atol=1e-5)
-    # the synthetic slices do not depend on keep_real_slices
-    mask = np.ones(len(out), bool)
-    mask[::r] = False
-    np.testing.assert_allclose(out2[mask], out[mask], atol=1e-5)
+    decoded = synthesize(model, t1, r, synthesis="decoded", device="cpu", batch_size=5)
+    np.testing.assert_allclose(decoded[::r], recon, atol=1e-5)
+    between = np.ones(len(kept), bool)
+    between[::r] = False
+    np.testing.assert_allclose(decoded[between], kept[between], atol=1e-5)
+
+    # residual (the default): the decoded path plus the cubic interpolation of the real
+    # slices' reconstruction errors; the real slices come out exactly
+    residual = synthesize(model, t1, r, device="cpu", batch_size=5)
+    assert np.array_equal(residual[::r], t1)
+    weights = interpolation_matrix(n, r, "cubic").astype(np.float32)
+    expected = decoded + np.einsum("on,nhw->ohw", weights, t1 - recon)
+    np.testing.assert_allclose(residual[between], expected[between], atol=1e-4)
 
 
 def test_synthesis_factor_one_and_bad_input(trained, t1):
     model, _ = trained
-    assert np.array_equal(synthesize(model, t1, 1, keep_real_slices=True, device="cpu"), t1)
+    assert np.array_equal(synthesize(model, t1, 1, device="cpu"), t1)
     with pytest.raises(ThinsliceError):
         synthesize(model, t1, 0, device="cpu")
     with pytest.raises(ThinsliceError):
@@ -86,6 +92,8 @@ def test_synthesis_factor_one_and_bad_input(trained, t1):
         synthesize(model, bad, 2, device="cpu")
     with pytest.raises(ThinsliceError):
         synthesize(model, t1, 2, interpolation="quadratic", device="cpu")
+    with pytest.raises(ThinsliceError, match="synthesis"):
+        synthesize(model, t1, 2, synthesis="blend", device="cpu")
 
 
 def test_training_improves_reconstruction(trained, t1):
@@ -296,7 +304,7 @@ def test_latent_paths_pass_through_the_real_latents(r):
 def test_synthesis_decodes_the_latent_path(trained, t1):
     model, _ = trained
     for method in ("cubic", "linear"):
-        out = synthesize(model, t1[:5], 3, interpolation=method, device="cpu")
+        out = synthesize(model, t1[:5], 3, interpolation=method, synthesis="decoded", device="cpu")
         ends = interpolate_pair(model, t1[1], t1[2], [1 / 3, 2 / 3], device="cpu")
         if method == "linear":   # slices 4 and 5 lie between real slices 1 and 2
             np.testing.assert_allclose(out[4:6], ends, atol=1e-5)

@@ -167,7 +167,7 @@ def _train_vae(a):
 def _synthesize(a):
     from .steps import synthesize
 
-    synthesize(a.model, a.image, a.geometry, a.out, a.interpolation, a.keep_real_slices, a.device)
+    synthesize(a.model, a.image, a.geometry, a.out, a.interpolation, a.synthesis, a.device)
 
 
 def _output_grid(a):
@@ -365,9 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interpolation", choices=["cubic", "linear", "slerp"], default="cubic",
                    help="latent path between the real slices: a cubic B-spline through all of them, or "
                         "linear / spherical between neighbours (default: cubic)")
-    s.add_argument("--keep-real-slices", action=argparse.BooleanOptionalAction, default=False,
-                   help="put the real slices at positions i*r (default: decode them too, so every slice "
-                        "has the decoder's texture)")
+    s.add_argument("--synthesis", choices=["residual", "decoded", "kept"], default="residual",
+                   help="residual: the decoded path plus the real slices' interpolated reconstruction errors "
+                        "(real slices exact, one texture); decoded: the decoded path alone; kept: decoded, "
+                        "real slices put back (default: residual)")
     s.add_argument("--out", required=True, help="output NIfTI")
 
     s = step("output-grid", _output_grid, "sample a volume on a subject's working grid (a synthetic volume) "

@@ -69,7 +69,7 @@ def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: st
 
 
 def synthesize(model: str, image: str, geometry: str, out: str, interpolation: str = "cubic",
-               keep_real_slices: bool = False, device: str = "auto") -> None:
+               synthesis: str = "residual", device: str = "auto") -> None:
     """The VAE's synthetic HR volume of one subject, on its working grid (stage 2 trains on
     it; `output_grid` makes it the `vae` method's output), input intensities."""
     from .vae import load_vae
@@ -77,8 +77,8 @@ def synthesize(model: str, image: str, geometry: str, out: str, interpolation: s
 
     lr, g = load_prepared(image, geometry)
     volume = np.moveaxis(g.normalize(lr.data), g.slice_axis, 0)
-    hr = synth(load_vae(model), volume, g.factor, interpolation=interpolation,
-               keep_real_slices=keep_real_slices, device=device)
+    hr = synth(load_vae(model), volume, g.factor, interpolation=interpolation, synthesis=synthesis,
+               device=device)
     hr = np.moveaxis(hr, 0, g.slice_axis)
     save_volume(Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, g.factor)), out)
 

@@ -36,6 +36,10 @@ RECON_LOSSES = ("l1", "l2")
 # cubic is a cubic B-spline through the latents of all slices.
 INTERPOLATIONS = ("cubic", "linear", "slerp")
 PAIRWISE_INTERPOLATIONS = ("linear", "slerp")
+# What a synthetic volume is made of. residual: the decoded latent path plus the real slices'
+# reconstruction errors interpolated along it (real slices exact, detail the decoder loses kept);
+# decoded: the decoded latent path alone; kept: decoded, with the real slices put back.
+SYNTHESES = ("residual", "decoded", "kept")
 LOSS_COLUMNS = ["loss", "recon", "interp", "kl", "kl_weight", "adv", "disc"]
 # Fields that may differ between a checkpoint and the run resuming it: they do not change
 # the trajectory of the weights, only how far it goes and how often it is saved.
@@ -578,20 +582,32 @@ def latent_path(z: torch.Tensor, r: int, interpolation: str = "cubic") -> torch.
 
 
 def synthesize(model: SliceVAE, volume: np.ndarray, r: int, interpolation: str = "cubic",
-               keep_real_slices: bool = False, device: str = "auto", batch_size: int = 8) -> np.ndarray:
+               synthesis: str = "residual", device: str = "auto", batch_size: int = 8) -> np.ndarray:
     """Synthetic volume with r times finer slice spacing: shape ((n-1)*r+1, H, W), float32.
 
     Every output slice decodes the latent path (`latent_path`) of the real slices' latent
-    means at its position. Output slice i*r is then the reconstruction of real slice i, or
-    the real slice itself with keep_real_slices (by default not: real slices next to
-    decoded ones have another texture, a periodic pattern that stage 2 would learn).
+    means at its position. With synthesis "residual" (the default) the real slices'
+    reconstruction errors are added, interpolated along the slice axis as the path is
+    (cubic B-spline, else linear): output slice i*r is real slice i exactly, and an
+    in-between slice is the intensity interpolation of its neighbours plus what the VAE
+    decodes there beyond interpolating its own reconstructions. So the detail and noise the
+    decoder cannot reproduce are interpolated, not lost, and every slice phase keeps the
+    input's texture. "decoded" keeps the decoded path alone; "kept" puts the real slices
+    back into it (two textures: a periodic pattern that stage 2 would learn).
     """
     if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 1:
         raise ThinsliceError(f"synthesize: the factor r must be an integer >= 1, got {r!r}")
+    if synthesis not in SYNTHESES:
+        raise ThinsliceError(f"synthesize: unknown synthesis {synthesis!r}; choose one of {SYNTHESES}")
     volume = _check_volume(volume)
     runner = _Runner(model, device, batch_size)
     z, hw = runner.encode(volume)
     out = runner.decode(latent_path(z, int(r), interpolation), hw)
-    if keep_real_slices:
+    if synthesis == "kept":
         out[::r] = volume
+    elif synthesis == "residual":
+        weights = interpolation_matrix(len(volume), int(r), "cubic" if interpolation == "cubic" else "linear")
+        residual = volume - runner.decode(z, hw)
+        out += np.einsum("on,nhw->ohw", weights.astype(np.float32), residual)
+        out[::r] = volume   # exact, not up to float rounding
     return out

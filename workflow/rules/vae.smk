@@ -39,7 +39,7 @@ rule synthesize:
         synthetic_output("{subject}"),
     params:
         interpolation=config["vae"]["interpolation"],
-        keep=lambda wc: "--keep-real-slices" if config["vae"]["keep_real_slices"] else "--no-keep-real-slices",
+        synthesis=config["vae"]["synthesis"],
         device=config["device"],
     log:
         f"{LOGS}/synthesize/{{subject}}.log",
@@ -54,7 +54,7 @@ rule synthesize:
         runtime=30,
     shell:
         "python -m thinslice synthesize --model {input.model:q} --image {input.image:q}"
-        " --geometry {input.geometry:q} --interpolation {params.interpolation} {params.keep}"
+        " --geometry {input.geometry:q} --interpolation {params.interpolation} --synthesis {params.synthesis}"
         " --device {params.device} --threads {threads} --out {output:q} --log {log:q}"
 
 
