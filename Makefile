@@ -1,5 +1,5 @@
 # make demo : environment + the real-knee demo     make test  : environment + tests
-# make bench: the ground-truth benchmarks ch2-z4, -z2, -z6, -z5t2, -z3t2 and their table   make clean : remove outputs
+# make bench: the ground-truth benchmarks ch2-z4, -z2, -z6, -z5t2, -z3t2, -z4n3 (noisy) and their table   make clean : remove outputs
 # make report [CONFIG=config/ch2-z4.yaml]: the HTML report of a finished run, in results/<run>/report.html
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,7 +28,7 @@ demo: env
 test: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH python -m pytest -q
 
-BENCH_RUNS ?= ch2-z4 ch2-z2 ch2-z6 ch2-z5t2 ch2-z3t2
+BENCH_RUNS ?= ch2-z4 ch2-z2 ch2-z6 ch2-z5t2 ch2-z3t2 ch2-z4n3
 
 bench: env
 	for run in $(BENCH_RUNS); do \

@@ -16,7 +16,7 @@ from thinslice.errors import INPUT_ERROR, ThinsliceError
 from thinslice.evaluate import COLUMNS, collect, evaluate, write_row
 from thinslice.geometry import Geometry, lr_affine, output_affine
 from thinslice.normalize import foreground_mask, robust_range
-from thinslice.prepare import prepare, simulate
+from thinslice.prepare import prepare, rician, simulate
 
 
 def _outs(d):
@@ -132,6 +132,34 @@ def test_simulate_lr_and_truth_grids(tmp_path, anatomical_path, anatomical, r):
     np.testing.assert_allclose(np.asarray(lr.dataobj), degrade(data[:, :, :24], 2, r, "gaussian", 2.0 * r, 2.0),
                                rtol=1e-5, atol=1e-2)
     np.testing.assert_array_equal(np.asarray(truth.dataobj), data[:, :, :(n_lr - 1) * r + 1])
+
+
+def test_rician_noise_statistics():
+    # Rayleigh in the air (mean sigma * sqrt(pi / 2)); about Gaussian on bright tissue
+    sigma = 3.0
+    air = rician(np.zeros((64, 64, 16)), sigma, seed=1)
+    assert air.mean() == pytest.approx(sigma * math.sqrt(math.pi / 2), rel=0.02)
+    tissue = rician(np.full((64, 64, 16), 100.0), sigma, seed=1)
+    assert tissue.std() == pytest.approx(sigma, rel=0.03)
+    assert tissue.mean() == pytest.approx(100.0, abs=0.2)
+    assert np.array_equal(rician(np.ones((2, 2, 2)), 0.0), np.ones((2, 2, 2), np.float32))
+
+
+def test_simulate_noise_on_the_thick_slices_only(tmp_path, anatomical):
+    data, aff = anatomical
+    src = tmp_path / "gt.nii.gz"
+    nib.save(nib.Nifti1Image(data[:, :, :24], aff), src)
+    clean, noisy = tmp_path / "clean", tmp_path / "noisy"
+    for out, noise in ((clean, 0.0), (noisy, 5.0)):
+        out.mkdir()
+        simulate(src, out / "lr.nii.gz", out / "truth.nii.gz", 2, 3, "gaussian", 6.0, noise_percent=noise)
+    difference = nib.load(noisy / "lr.nii.gz").get_fdata() - nib.load(clean / "lr.nii.gz").get_fdata()
+    bright = nib.load(clean / "lr.nii.gz").get_fdata() > np.percentile(data, 90)
+    expected = 0.05 * np.percentile(data[:, :, :24], 99)
+    assert difference[bright].std() == pytest.approx(expected, rel=0.2)
+    assert np.array_equal(nib.load(noisy / "truth.nii.gz").get_fdata(), nib.load(clean / "truth.nii.gz").get_fdata())
+    with pytest.raises(ThinsliceError, match="noise"):
+        simulate(src, tmp_path / "x.nii.gz", tmp_path / "y.nii.gz", 2, 3, "gaussian", 6.0, noise_percent=-1)
 
 
 def test_simulate_refuses_too_few_slices(tmp_path, anatomical):

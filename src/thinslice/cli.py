@@ -28,7 +28,7 @@ def _fetch_ch2(a):
 def _simulate(a):
     from .prepare import simulate
 
-    simulate(a.truth, a.out_lr, a.out_truth, a.axis, a.factor, a.profile, a.fwhm, a.target_spacing)
+    simulate(a.truth, a.out_lr, a.out_truth, a.axis, a.factor, a.profile, a.fwhm, a.target_spacing, a.noise)
 
 
 def _thickness(text: str) -> float | str:
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fwhm", type=float, required=True, help="slice thickness (profile width) in mm")
     s.add_argument("--target-spacing", type=float, metavar="MM",
                    help="output slice spacing, a multiple of the truth's (default: the truth's spacing)")
+    s.add_argument("--noise", type=float, default=0.0, metavar="PERCENT",
+                   help="Rician noise on the thick slices, standard deviation in percent of the truth's 99th "
+                        "intensity percentile (default: 0, none)")
 
     s = step("prepare", _prepare, "read a scan; write its volume, geometry record and foreground mask")
     s.add_argument("--input", required=True, help="NIfTI, NRRD, MHA or a DICOM series folder")

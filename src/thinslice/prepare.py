@@ -58,14 +58,30 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     return geom
 
 
+def rician(data: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """The magnitude of `data` plus complex Gaussian noise of standard deviation `sigma` per
+    channel: the noise of a magnitude MR image (Rician; no noise for sigma 0)."""
+    if sigma == 0:
+        return np.asarray(data, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    real = data + rng.normal(0.0, sigma, data.shape)
+    imaginary = rng.normal(0.0, sigma, data.shape)
+    return np.hypot(real, imaginary).astype(np.float32)
+
+
 def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, axis: int, factor: int,
-             profile: str, fwhm_mm: float, target_spacing_mm: float | None = None) -> None:
+             profile: str, fwhm_mm: float, target_spacing_mm: float | None = None,
+             noise_percent: float = 0.0) -> None:
     """Simulate an LR scan from an HR ground truth: slice profile along `axis`, slices 0, r, 2r...
 
+    With `noise_percent` the thick slices get Rician noise of that standard deviation in percent
+    of the truth's 99th intensity percentile (the bright tissue); the truth stays noise-free.
     The truth is written on the output grid, so that scores compare voxel for voxel: cropped
     to (n_lr-1)*r+1 slices, or, for an output spacing `target_spacing_mm` (a multiple of the
     truth's spacing), every (target / spacing)-th slice up to the last real slice.
     """
+    if not noise_percent >= 0:
+        raise ThinsliceError(f"noise level must be >= 0 percent, got {noise_percent}")
     hr, _ = load_volume(truth_path)
     spacing = float(hr.spacing[axis])
     if hr.shape[axis] < 2 * factor:
@@ -77,6 +93,7 @@ def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, 
             raise ThinsliceError(f"{truth_path}: target spacing {target_spacing_mm:g} mm is not a multiple of the "
                                  f"truth's {spacing:.4g} mm slices, so no truth lies on the output grid")
     lr = degrade(hr.data, axis, factor, profile, fwhm_mm, spacing)
+    lr = rician(lr, noise_percent / 100 * float(np.percentile(hr.data, 99)))
     n_out = output_shape(lr.shape, axis, factor / step)[axis]
     index = [slice(None)] * 3
     index[axis] = slice(0, (n_out - 1) * step + 1, step)

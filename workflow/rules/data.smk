@@ -46,6 +46,7 @@ rule simulate:
         factor=config["simulate"]["factor"],
         profile=config["simulate"]["profile"],
         fwhm=config["simulate"]["fwhm_mm"],
+        noise=config["simulate"]["noise_percent"],
         target=simulate_options,
     log:
         f"{LOGS}/simulate/{{subject}}.log",
@@ -60,7 +61,7 @@ rule simulate:
     shell:
         "python -m thinslice simulate --truth {input:q} --out-lr {output.lr} --out-truth {output.truth}"
         " --axis {params.axis} --factor {params.factor} --profile {params.profile}"
-        " --fwhm {params.fwhm} {params.target} --log {log:q}"
+        " --fwhm {params.fwhm} --noise {params.noise} {params.target} --log {log:q}"
 
 
 rule prepare:
