@@ -11,7 +11,7 @@ SNAKEMAKE_FLAGS ?=
 TORCH_INDEX ?=
 CONFIG ?= config/config.yaml
 
-.PHONY: env demo test bench bench-contention bench-profile report lint clean
+.PHONY: env demo test bench bench-contention bench-profile bench-scale report lint clean
 
 env: $(VENV)/.installed
 
@@ -46,6 +46,11 @@ bench-contention: env
 bench-profile: env
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 1 resources/ch2.nii.gz --configfile config/ch2-z4.yaml
 	$(PY) bench/slice_profile.py resources/ch2.nii.gz
+
+# SR training memory and time for cohorts of 1, 8, 32, 128 subjects; inference time and memory
+bench-scale: env
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 1 resources/ch2.nii.gz --configfile config/ch2-z4.yaml
+	$(PY) bench/scale.py resources/ch2.nii.gz
 
 report: env
 	run=$$($(PY) -c "import yaml; print(yaml.safe_load(open('$(CONFIG)'))['run'])") && \

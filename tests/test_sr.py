@@ -14,6 +14,7 @@ from thinslice.degrade import blur, degrade
 from thinslice.errors import ThinsliceError
 from thinslice.interpolate import upsample
 from thinslice.pairs import Pair, resample_axis, self_pairs, synthetic_pairs
+from thinslice.training import data_fingerprint
 
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
 
@@ -133,6 +134,24 @@ def test_synthetic_share_sets_the_mix_of_pair_sources(share):
     # one source alone: the share does not apply
     alone = sr.PatchSampler(own, sr.SRConfig(patch_size=8, synthetic_share=share))
     np.testing.assert_allclose(alone.weights, sizes / sizes.sum())
+
+def test_spilled_pairs_sample_as_in_memory_ones(tmp_path):
+    # pairs read from a generator and moved to memory-mapped files draw the same batches, with
+    # the same data fingerprint, as pairs held in memory (so a checkpoint resumes either way)
+    def pairs():
+        yield from synthetic_pairs(_phantom((30, 32, 21)), 2, 2, "gaussian", 2.0, 1.0)
+        yield from self_pairs(_phantom((20, 22, 9), seed=1), 2, 2, "gaussian", 2.0, 2.0, 1.0)
+
+    config = sr.SRConfig(patch_size=8, synthetic_share=0.3)
+    held = sr.PatchSampler(list(pairs()), config)
+    spilled = sr.PatchSampler(pairs(), config, spill=tmp_path)
+    assert spilled.fingerprint == held.fingerprint == data_fingerprint(*[item for pair in pairs() for item in pair])
+    assert all(isinstance(d.input, np.memmap) and isinstance(d.foreground, np.memmap) for d in spilled.data)
+    assert len(list(tmp_path.glob("pair*_*.npy"))) == 3 * len(held.data)
+    for _ in range(3):
+        for a, b in zip(held.batch(16), spilled.batch(16)):
+            np.testing.assert_array_equal(a, b)
+
 
 # --------------------------------------------------------------------------- network and inference
 

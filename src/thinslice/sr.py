@@ -20,6 +20,7 @@ Intensities: the caller normalises (e.g. Geometry.normalize) and scales back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -30,8 +31,8 @@ import torch
 from torch import nn
 
 from .errors import ThinsliceError
-from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_resumable,
-                       rng_state, save_checkpoint, seed_everything, select_device, set_rng_state, ThreadTuner)
+from .training import (LossLog, config_from_dict, configure_device, load_resumable, rng_state, save_checkpoint,
+                       seed_everything, select_device, set_rng_state, ThreadTuner, update_fingerprint)
 from .progress import Progress
 
 MODEL_KIND = "thinslice-sr"
@@ -187,19 +188,37 @@ class _PairData:
         self.foreground = fg.astype(np.int32 if target.size < 2**31 else np.int64)
         self.shape = target.shape
 
+    def spill(self, prefix: Path) -> None:
+        """Move the arrays to .npy files at `prefix`* and read them memory-mapped from there:
+        a cohort's pairs then take disk space, not memory (the OS caches what is sampled)."""
+        for name in ("input", "target", "foreground"):
+            path = prefix.with_name(f"{prefix.name}_{name}.npy")
+            np.save(path, getattr(self, name))
+            setattr(self, name, np.load(path, mmap_mode="r"))
+
 
 class PatchSampler:
     """Draws training batches from the pairs; its whole state is one numpy generator."""
 
-    def __init__(self, pairs, config: SRConfig, factor_default: int | None = None):
-        if not pairs:
-            raise ThinsliceError("train_sr: no training pairs")
-        first = pairs[0][3] if len(pairs[0]) > 3 and pairs[0][3] is not None else factor_default
-        r = int(first) if first is not None else None
-        g = r if (config.unshuffle and r) else 1
-        self.patch = int(math.ceil(config.patch_size / g) * g)
+    def __init__(self, pairs, config: SRConfig, factor_default: int | None = None, spill: str | Path | None = None):
+        """pairs: any iterable of pairs, read once. With `spill` (a directory) each pair's arrays
+        go to files there as soon as it is read, so memory holds one pair at a time, not the
+        cohort. `fingerprint` is the digest of the pairs (training.data_fingerprint)."""
         self.config = config
-        self.data = [_PairData(p, i, factor_default, self.patch, config) for i, p in enumerate(pairs)]
+        self.data = []
+        digest = hashlib.blake2b(digest_size=16)
+        for i, pair in enumerate(pairs):
+            update_fingerprint(digest, pair)
+            if i == 0:
+                first = pair[3] if len(pair) > 3 and pair[3] is not None else factor_default
+                g = int(first) if (config.unshuffle and first) else 1
+                self.patch = int(math.ceil(config.patch_size / g) * g)
+            self.data.append(_PairData(pair, i, factor_default, self.patch, config))
+            if spill is not None:
+                self.data[-1].spill(Path(spill) / f"pair{i}")
+        if not self.data:
+            raise ThinsliceError("train_sr: no training pairs")
+        self.fingerprint = digest.hexdigest()
         factors = {d.factor for d in self.data}
         if len(factors) != 1:
             raise ThinsliceError(f"train_sr: all pairs must share one factor r, got {sorted(factors)}")
@@ -289,11 +308,13 @@ def _lr_at(step: int, config: SRConfig) -> float:
 # --------------------------------------------------------------------------- training
 
 def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progress: bool = True,
-             meta: dict | None = None) -> SRNet:
+             meta: dict | None = None, spill: str | Path | None = None) -> SRNet:
     """Train the SR network on (input, target, degraded_axis[, factor[, context]]) pairs.
 
-    pairs:      Pair objects (pairs.synthetic_pairs / pairs.self_pairs) or plain tuples;
+    pairs:      Pair objects (pairs.synthetic_pairs / pairs.self_pairs) or plain tuples, in any
+                iterable (a generator keeps only one subject's pairs in memory at a time);
                 r comes from the pairs or meta['factor']; all intensities already normalised.
+    spill:      a directory for the pairs' arrays, sampled memory-mapped (PatchSampler).
     checkpoint: path of the training checkpoint: resumed from when it exists, rewritten
                 atomically every `checkpoint_every` steps and at the end.
     loss_csv:   LossLog CSV (step, loss, l1, gradient, lr), mean over each `log_every` steps.
@@ -304,13 +325,12 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
     dev = select_device(device)
     configure_device(dev)
     meta = dict(meta or {})
-    pairs = list(pairs)
     seed_everything(config.seed)
-    sampler = PatchSampler(pairs, config, meta.get("factor"))
+    sampler = PatchSampler(pairs, config, meta.get("factor"), spill)
     model = build_model(config, sampler.factor).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     start = 0
-    fingerprint = data_fingerprint(*[item for pair in pairs for item in pair])
+    fingerprint = sampler.fingerprint
     state = load_resumable(checkpoint, CHECKPOINT_KIND, fingerprint, asdict(config), RESUMABLE_FIELDS)
     if state is not None:
         model.load_state_dict(state["model"])

@@ -107,8 +107,8 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
 # --------------------------------------------------------------------------- stage 2
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
-                   slice_model: str) -> list:
-    """Training pairs of one source, normalised per subject.
+                   slice_model: str):
+    """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
     self:       the real LR scan's in-plane axes degraded to the slice resolution; no targets.
@@ -117,17 +117,15 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     """
     from .pairs import self_pairs, synthetic_pairs
 
-    pairs = []
     for i, (image, geometry) in enumerate(zip(images, geometries)):
         lr, g = load_prepared(image, geometry)
         if source in ("self", "both"):
-            pairs += self_pairs(g.normalize(lr.data), g.slice_axis, g.factor, slice_model,
-                                g.thickness_mm, g.spacing_mm, g.in_plane_mm)
+            yield from self_pairs(g.normalize(lr.data), g.slice_axis, g.factor, slice_model,
+                                  g.thickness_mm, g.spacing_mm, g.in_plane_mm)
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
-            pairs += synthetic_pairs(g.normalize(hr.data), g.slice_axis, g.factor, slice_model,
-                                     g.thickness_mm, g.work_spacing_mm)
-    return pairs
+            yield from synthetic_pairs(g.normalize(hr.data), g.slice_axis, g.factor, slice_model,
+                                       g.thickness_mm, g.work_spacing_mm)
 
 
 def train_sr(source: str, images: list[str], geometries: list[str], targets: list[str], out: str,
@@ -156,7 +154,15 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
             "output_spacing_mm": outputs.pop() if len(outputs) == 1 else None}
     pairs = training_pairs(source, images, geometries, targets, slice_model)
     live_csv = _live_loss_csv(checkpoint)
-    model = train(pairs, config, checkpoint, live_csv, device=device, meta=meta)
+    # the pairs wait on disk beside the checkpoint (memory does not grow with the cohort);
+    # a killed run's are remade on resume
+    spill = Path(f"{checkpoint}.pairs")
+    shutil.rmtree(spill, ignore_errors=True)
+    spill.mkdir(parents=True)
+    try:
+        model = train(pairs, config, checkpoint, live_csv, device=device, meta=meta, spill=spill)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
     save_model(out, model, config, meta)
     _copy(live_csv, loss_csv)
 

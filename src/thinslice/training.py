@@ -59,6 +59,12 @@ def load_checkpoint(path: str | Path) -> dict | None:
 def data_fingerprint(*items) -> str:
     """A digest of the training data (arrays by shape, dtype and bytes; other items by repr)."""
     h = hashlib.blake2b(digest_size=16)
+    update_fingerprint(h, items)
+    return h.hexdigest()
+
+
+def update_fingerprint(h, items) -> None:
+    """Add `items` to the running digest `h` (data_fingerprint of data that arrives in parts)."""
     for item in items:
         if isinstance(item, np.ndarray):
             a = np.ascontiguousarray(item)
@@ -66,7 +72,6 @@ def data_fingerprint(*items) -> str:
             h.update(memoryview(a).cast("B"))
         else:
             h.update(repr(item).encode())
-    return h.hexdigest()
 
 
 def load_resumable(path: str | Path, kind: str, fingerprint: str, config: dict,
