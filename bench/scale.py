@@ -14,6 +14,8 @@ command runs as its own process; its memory is polled from /proc: the peak resid
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -93,7 +95,8 @@ def main() -> None:
             path = work / f"sub{i:03d}.nii.gz"
             nib.save(nib.Nifti1Image(subject(hr, i), affine), path)
             image, geometry = work / f"sub{i:03d}_lr.nii.gz", work / f"sub{i:03d}.json"
-            prepare(path, image, geometry, work / f"sub{i:03d}_mask.nii.gz", factor=4)
+            with contextlib.redirect_stdout(io.StringIO()):   # one line per subject about its slice profile
+                prepare(path, image, geometry, work / f"sub{i:03d}_mask.nii.gz", factor=4)
             images.append(str(image))
             geometries.append(str(geometry))
         options = json.dumps({"steps": a.steps, "checkpoint_every": a.steps})
