@@ -28,15 +28,15 @@ import nibabel as nib
 import numpy as np
 
 from thinslice.degrade import degrade
+from thinslice.geometry import output_shape
 from thinslice.prepare import prepare
 
 SHAPE = (256, 256, 40)
 
 
-def subject(hr: np.ndarray, seed: int) -> np.ndarray:
-    """One 256x256x40 thick-slice scan (4 mm slices) made from the 1 mm volume `hr`."""
+def subject(lr: np.ndarray, seed: int) -> np.ndarray:
+    """One 256x256x40 thick-slice scan cut from `lr`, the 1 mm volume degraded to 4 mm slices."""
     rng = np.random.default_rng(seed)
-    lr = degrade(hr, 2, 4, "gaussian", 4.0, 1.0)
     out = np.zeros(SHAPE, np.float32)
     x0, y0 = (int(rng.integers(0, SHAPE[a] - lr.shape[a] + 1)) for a in (0, 1))
     z0 = int(rng.integers(0, lr.shape[2] - SHAPE[2] + 1))
@@ -73,6 +73,10 @@ def measured(command: list[str]) -> dict:
     return {"seconds": time.perf_counter() - start, "rss_mb": peak["VmRSS"] / 1024, "anon_mb": peak["RssAnon"] / 1024}
 
 
+def shape_text(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
 def thinslice(*args: str) -> list[str]:
     return [sys.executable, "-m", "thinslice", *args]
 
@@ -87,20 +91,21 @@ def main() -> None:
                         help="shape of the large scan for the inference memory row")
     a = parser.parse_args()
     hr = np.asarray(nib.load(a.truth).dataobj, dtype=np.float32)
+    lr = degrade(hr, 2, 4, "gaussian", 4.0, 1.0)
     affine = np.diag([1.0, 1.0, 4.0, 1.0])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images, geometries = [], []
         for i in range(max(a.subjects)):
             path = work / f"sub{i:03d}.nii.gz"
-            nib.save(nib.Nifti1Image(subject(hr, i), affine), path)
+            nib.save(nib.Nifti1Image(subject(lr, i), affine), path)
             image, geometry = work / f"sub{i:03d}_lr.nii.gz", work / f"sub{i:03d}.json"
             with contextlib.redirect_stdout(io.StringIO()):   # one line per subject about its slice profile
                 prepare(path, image, geometry, work / f"sub{i:03d}_mask.nii.gz", factor=4)
             images.append(str(image))
             geometries.append(str(geometry))
         options = json.dumps({"steps": a.steps, "checkpoint_every": a.steps})
-        print(f"SR training (self pairs, {a.steps} steps, {a.threads} threads), subjects of {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]}:")
+        print(f"SR training (self pairs, {a.steps} steps, {a.threads} threads), subjects of {shape_text(SHAPE)}:")
         print("| subjects | input data (MB) | wall time (s) | peak resident (MB) | peak anonymous (MB) |")
         print("|---|---|---|---|---|")
         model = work / "sr.pt"
@@ -117,17 +122,15 @@ def main() -> None:
         print("|---|---|---|---|---|")
         m = measured(thinslice("infer", "--model", str(model), images[0], str(work / "out.nii.gz"),
                                "--geometry", geometries[0], "--threads", str(a.threads), "--device", "cpu"))
-        n_out = (SHAPE[2] - 1) * 4 + 1
-        print(f"| {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} | {SHAPE[0]}x{SHAPE[1]}x{n_out} | {m['seconds']:.0f} | "
+        print(f"| {shape_text(SHAPE)} | {shape_text(output_shape(SHAPE, 2, 4))} | {m['seconds']:.0f} | "
               f"{m['rss_mb']:.0f} | {m['anon_mb']:.0f} |", flush=True)
         large = work / "large.nii.gz"
         reps = [-(-n // s) for n, s in zip(a.large, SHAPE)]
-        tiled = np.tile(subject(hr, 0), reps)[:a.large[0], :a.large[1], :a.large[2]]
+        tiled = np.tile(subject(lr, 0), reps)[:a.large[0], :a.large[1], :a.large[2]]
         nib.save(nib.Nifti1Image(np.ascontiguousarray(tiled), affine), large)
         m = measured(thinslice("infer", "--model", str(model), str(large), str(work / "large_x4.nii.gz"),
                                "--threads", str(a.threads), "--device", "cpu"))
-        n_out = (a.large[2] - 1) * 4 + 1
-        print(f"| {a.large[0]}x{a.large[1]}x{a.large[2]} | {a.large[0]}x{a.large[1]}x{n_out} | {m['seconds']:.0f} | "
+        print(f"| {shape_text(a.large)} | {shape_text(output_shape(a.large, 2, 4))} | {m['seconds']:.0f} | "
               f"{m['rss_mb']:.0f} | {m['anon_mb']:.0f} |")
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ThinsliceError
-from .interpolate import interpolation_matrix
+from .interpolate import interpolation_matrix, upsample
 from .training import (LossLog, config_from_dict, configure_device, data_fingerprint, load_checkpoint, load_resumable,
                        rng_state, save_checkpoint, seed_everything, select_device, set_rng_state, ThreadTuner)
 from .progress import Progress
@@ -605,9 +605,8 @@ def synthesize(model: SliceVAE, volume: np.ndarray, r: int, interpolation: str =
     out = runner.decode(latent_path(z, int(r), interpolation), hw)
     if synthesis == "kept":
         out[::r] = volume
-    elif synthesis == "residual":
-        weights = interpolation_matrix(len(volume), int(r), "cubic" if interpolation == "cubic" else "linear")
-        residual = volume - runner.decode(z, hw)
-        out += np.einsum("on,nhw->ohw", weights.astype(np.float32), residual)
+    elif synthesis == "residual":   # the path passes through the real slices' latents: out[::r] decodes them
+        residual = volume - out[::r]
+        out += upsample(residual, 0, int(r), "cubic" if interpolation == "cubic" else "linear")
         out[::r] = volume   # exact, not up to float rounding
     return out
