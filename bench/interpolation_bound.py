@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 
 from thinslice.degrade import blur
-from thinslice.metrics import TRUTH_THRESHOLD, psnr
+from thinslice.metrics import TRUTH_FRACTION, psnr
+from thinslice.normalize import above_fraction
 
 
 def main(path: str) -> None:
@@ -21,7 +22,7 @@ def main(path: str) -> None:
     print("|---|---|")
     for fwhm in (2.0, 4.0, 6.0):
         blurred = blur(truth, 2, "gaussian", fwhm, 1.0)   # the simulated acquisition's profile
-        print(f"| {fwhm:g} | {psnr(blurred, truth, truth > TRUTH_THRESHOLD):.2f} |")
+        print(f"| {fwhm:g} | {psnr(blurred, truth, above_fraction(truth, TRUTH_FRACTION)):.2f} |")
 
 
 if __name__ == "__main__":

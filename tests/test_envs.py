@@ -36,7 +36,7 @@ PKG = REPO / "src" / "thinslice"
 # import name -> the distribution that provides it (PyPI name, as in pyproject and constraints.txt)
 DISTRIBUTION = {
     "numpy": "numpy", "scipy": "scipy", "nibabel": "nibabel", "SimpleITK": "SimpleITK", "pydicom": "pydicom",
-    "skimage": "scikit-image", "matplotlib": "matplotlib", "tqdm": "tqdm", "torch": "torch",
+    "skimage": "scikit-image", "matplotlib": "matplotlib", "tqdm": "tqdm", "torch": "torch", "pandas": "pandas",
 }
 # conda-forge package name -> PyPI distribution name, where they differ
 CONDA_TO_PYPI = {"simpleitk": "SimpleITK", "matplotlib-base": "matplotlib", "pytorch": "torch"}
@@ -55,9 +55,10 @@ EXPECTED_ENV = {
     "eclare": PEER_ENV,
 }
 GPU_RULES = {rule for rule, env in EXPECTED_ENV.items() if env in (GPU_ENV, PEER_ENV)}
-# cli.py's dispatch: main() runs the one handler its subcommand names, so the analysis does not
-# follow main/build_parser (which reference every handler).
-DISPATCH = {("cli", "main"), ("cli", "build_parser")}
+# cli.py's dispatch: main() runs the one handler (in commands.py) its subcommand names, so the
+# analysis follows neither main/build_parser (which reference every handler) nor cli's import of
+# the whole commands module; it starts from the step's own handler.
+DISPATCH = {("cli", "main"), ("cli", "build_parser"), ("commands", None)}
 
 
 norm = canonicalize_name  # PEP 503 names: SimpleITK == simpleitk, scikit_image == scikit-image
@@ -182,11 +183,12 @@ def workflow_rules() -> dict[str, dict]:
 
 @lru_cache(maxsize=None)
 def cli_handlers() -> dict[str, str]:
-    """Subcommand -> handler function name, from the command line's own parser."""
+    """Subcommand -> (module, function) of its handler, from the command line's own parser."""
     from thinslice.cli import build_parser
 
     steps = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: parser.get_default("func").__name__ for name, parser in steps.choices.items()}
+    return {name: (func.__module__.removeprefix("thinslice."), func.__name__)
+            for name, parser in steps.choices.items() for func in [parser.get_default("func")]}
 
 
 class ModuleInfo:
@@ -227,13 +229,20 @@ class ModuleInfo:
                     for alias in n.names:
                         if module:
                             found.append(("pkg", module, alias.name))
-                        else:  # from . import figures: a whole module
-                            found.append(("pkg", alias.name, None))
+                        else:  # from . import steps: the names used as steps.<name> where it is imported
+                            used = self._attributes(node, alias.asname or alias.name)
+                            found.extend([("pkg", alias.name, name) for name in used] or [("pkg", alias.name, None)])
             for child in ast.iter_child_nodes(n):
                 visit(child)
 
         visit(node)
         return found
+
+    @staticmethod
+    def _attributes(node, name: str) -> set[str]:
+        """The attributes read from `name` in `node` (steps.degrade -> degrade)."""
+        return {n.attr for n in ast.walk(node)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == name}
 
     @staticmethod
     def _names(node) -> set[str]:
@@ -254,7 +263,14 @@ def module_info(name: str) -> ModuleInfo:
 def third_party_imports(entries: list[tuple[str, str | None]]) -> dict[str, set[str]]:
     """Third-party top-level module -> the package modules importing it, reachable from `entries`:
     (module, name) follows a def/class of a module, (module, None) the whole module."""
+    return reachable(entries)[0]
+
+
+def reachable(entries: list[tuple[str, str | None]]) -> tuple[dict[str, set[str]], set[str]]:
+    """(third-party module -> the package modules importing it, the package modules loaded),
+    reachable from `entries`."""
     found: dict[str, set[str]] = {}
+    modules = set()
     seen = set()
     todo = list(entries)
     while todo:
@@ -265,6 +281,7 @@ def third_party_imports(entries: list[tuple[str, str | None]]) -> dict[str, set[
         mod, name = item
         if not (PKG / f"{mod}.py").exists():
             continue  # e.g. `from .x import CONSTANT` of a module that is not a file: nothing to follow
+        modules.add(mod)
         info = module_info(mod)
         if name == "<top>":
             refs, names = info.top_imports, info.top_names
@@ -282,12 +299,11 @@ def third_party_imports(entries: list[tuple[str, str | None]]) -> dict[str, set[
             else:
                 todo.append((target, symbol))
         todo += [(mod, n) for n in names if n in info.defs]
-    return found
+    return found, modules
 
 
 def step_imports(step: str) -> dict[str, set[str]]:
-    handler = cli_handlers()[step]
-    return third_party_imports([("__main__", "<top>"), ("cli", handler)])
+    return third_party_imports([("__main__", "<top>"), cli_handlers()[step]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +376,15 @@ def test_rules_use_the_env_of_their_kind():
         assert expected, f"rule {name} is new: add it to EXPECTED_ENV in this test"
         assert rule["conda"].name == expected, f"rule {name} uses {rule['conda'].name}, expected {expected}"
         assert (rule["gpu"] > 0) == (expected in (GPU_ENV, PEER_ENV)), f"rule {name}: GPU request and env disagree"
+
+
+def test_figure_rules_track_every_module_the_figure_step_loads():
+    """Editing any module `thinslice figure` loads redraws the figures (FIGURE_CODE is an input)."""
+    text = (RULES / "common.smk").read_text()
+    listed = set(re.search(r"^FIGURE_MODULES = \[([^\]]*)\]", text, re.M).group(1).replace('"', "").replace(" ", "")
+                 .replace("\n", "").strip(",").split(","))
+    loaded = reachable([("__main__", "<top>"), cli_handlers()["figure"]])[1] - {"__main__", "cli", "commands"}
+    assert listed == loaded, f"FIGURE_MODULES in common.smk should be {sorted(loaded)}"
 
 
 def test_import_analysis_sees_known_imports():

@@ -5,22 +5,27 @@ ground truth; the anatomical orientation of the views; the figure rules and the 
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from conftest import job_stats, oblique_affine, snakemake
-from thinslice import figures
+from thinslice import figures, plots
 from thinslice.cli import main
 from thinslice.errors import INPUT_ERROR
 from thinslice.degrade import degrade
 from thinslice.errors import ThinsliceError
 from thinslice.geometry import Geometry, lr_affine, output_affine
 from thinslice.interpolate import upsample
+from thinslice.scene import (EDGE_LETTERS, PLANE_NAMES, Orientation, Scene, display_position, plane_axes,
+                             plane_section, profile_line, zoom_box)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 R = 3  # 25 slices of the T1 = (9 - 1) * 3 + 1: the output grid coincides with the truth
@@ -84,8 +89,8 @@ def subject(tmp_path_factory, anatomical):
 
 def scene(subject, truth=True, methods=("linear", "cubic", "vae", "sr_vae"), extra=None):
     d, paths = subject
-    return figures.Scene.load(d / "lr.nii.gz", d / "lr.json", {m: paths[m] for m in methods},
-                              truth_path=d / "truth.nii.gz" if truth else None, extra=extra)
+    return Scene.load(d / "lr.nii.gz", d / "lr.json", {m: paths[m] for m in methods},
+                      truth_path=d / "truth.nii.gz" if truth else None, extra=extra)
 
 
 @pytest.mark.parametrize("truth", [True, False])
@@ -117,7 +122,7 @@ def test_uncertainty_figure(subject, tmp_path, monkeypatch, truth):
     assert [p.name for p in tmp_path.iterdir()] == ["uncertainty.png"]
 
     drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.append(fig))
+    monkeypatch.setattr(figures, "save", lambda fig, out: drawn.append(fig))
     figures.uncertainty_figure(sc, tmp_path / "again.png", maps)
     fig = drawn[0]
     images = [ax for ax in fig.axes if ax.images]
@@ -131,7 +136,7 @@ def test_uncertainty_figure(subject, tmp_path, monkeypatch, truth):
     for im in colour:
         assert im.get_clim() == pytest.approx((0.0, vmax))
     assert len(fig.axes) == len(images) + 2  # one colour bar per row
-    figures.plt.close(fig)
+    plt.close(fig)
 
     # the maps are read on the output grid, ordered and cropped like the panels
     np.testing.assert_array_equal(sc.on_grid(paths["sr_vae"]), {p.key: p for p in sc.methods}["sr_vae"].ras)
@@ -173,17 +178,42 @@ def test_pipeline_figure(subject, tmp_path):
 @pytest.mark.parametrize("table", ["metrics.csv", "metrics_notruth.csv"])
 def test_metrics_figure(subject, tmp_path, table):
     d, _ = subject
-    figures.metrics_figure(d / table, tmp_path / "metrics.png", methods=["cubic", "linear", "sr_vae", "vae"])
+    plots.metrics_figure(d / table, tmp_path / "metrics.png", methods=["cubic", "linear", "sr_vae", "vae"])
     assert_png(tmp_path / "metrics.png")
 
 
 def test_training_figure_and_loss_logs(subject, tmp_path):
     d, _ = subject
-    log = figures.read_losses(d / "vae_loss.csv")
-    assert np.all(np.diff(log["step"]) > 0) and log["step"].size == 50
-    assert log["loss"][list(log["step"]).index(250)] == pytest.approx(0.05)  # the resumed row wins
-    figures.training_figure({"vae": d / "vae_loss.csv", "sr_vae": d / "sr_loss.csv"}, tmp_path / "training.png")
+    log = plots.read_losses(d / "vae_loss.csv")
+    assert np.all(np.diff(log["step"]) > 0) and len(log) == 50
+    assert log.set_index("step").loc[250, "loss"] == pytest.approx(0.05)  # the resumed row wins
+    plots.training_figure({"vae": d / "vae_loss.csv", "sr_vae": d / "sr_loss.csv"}, tmp_path / "training.png")
     assert_png(tmp_path / "training.png")
+
+
+def test_metrics_table_names_stay_text_and_unlisted_methods_follow_the_registry(tmp_path, monkeypatch):
+    table = tmp_path / "metrics.csv"
+    table.write_text("subject,method,psnr,ssim,sharpness,periodic_artifact\n"
+                     "001,my_method,,,0.03,1.1\n001,cubic,,,0.02,x\n001,linear,,,0.01,1.0\n")
+    scores = plots.read_metrics(table)
+    assert list(scores["subject"]) == ["001"] * 3
+    assert scores["psnr"].isna().all() and np.isnan(scores["periodic_artifact"][1])
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, out: drawn.append(fig))
+    plots.metrics_figure(table, tmp_path / "metrics.png")
+    ticks = [t.get_text() for t in drawn[0].axes[0].get_xticklabels()]
+    assert ticks == ["linear", "cubic B-spline", "my_method"]  # no truth: sharpness, in the registry's order
+    plt.close(drawn[0])
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("subject,method,psnr\n")
+    with pytest.raises(ThinsliceError, match="no rows"):
+        plots.read_metrics(header_only)
+
+
+def test_scene_needs_no_matplotlib():
+    """The scene (what the figures show) is computed and tested without a plotting library."""
+    code = "import sys, thinslice.scene; assert 'matplotlib' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_cli_draws_every_kind(subject, tmp_path):
@@ -205,11 +235,14 @@ def test_cli_draws_every_kind(subject, tmp_path):
         assert main(["figure", "--kind", kind, *args, "--title", "run: s", "--out", str(out)]) == 0, kind
         assert out.read_bytes()[:8] == PNG_MAGIC
     assert main(["figure", "--kind", "errors", *common, "--out", str(tmp_path / "x.png")]) == INPUT_ERROR  # no truth
-    assert main(["figure", "--kind", "training", "--losses", "vae", "--out", str(tmp_path / "x.png")]) == INPUT_ERROR
     assert main(["figure", "--kind", "uncertainty", *common, "--out", str(tmp_path / "x.png")]) == INPUT_ERROR
-    for item in ("vae=map.nii.gz", "sr_vae", "sr_vae="):  # not a method of --methods, no path
-        assert main(["figure", "--kind", "uncertainty", *common, "--uncertainty", item,
-                     "--out", str(tmp_path / "x.png")]) == INPUT_ERROR, item
+    assert main(["figure", "--kind", "uncertainty", *common, "--uncertainty", "vae=map.nii.gz",  # not in --methods
+                 "--out", str(tmp_path / "x.png")]) == INPUT_ERROR
+    for args in (["--kind", "training", "--losses", "vae"], ["--kind", "uncertainty", *common, "--uncertainty", "sr_vae"],
+                 ["--kind", "uncertainty", *common, "--uncertainty", "sr_vae="]):  # not NAME=PATH: a usage error
+        with pytest.raises(SystemExit) as exit:
+            main(["figure", *args, "--out", str(tmp_path / "x.png")])
+        assert exit.value.code == 2, args
     assert not (tmp_path / "x.png").exists()
 
 
@@ -237,7 +270,7 @@ def world(affine, shape) -> np.ndarray:
 def test_views_are_in_anatomical_orientation(affine):
     shape = (12, 14, 10)
     xyz = world(affine, shape)
-    ori = figures.Orientation.from_affine(affine)
+    ori = Orientation.from_affine(affine)
     assert ori.codes == "".join(nib.aff2axcodes(affine))
     # the reorientation is nibabel's as_closest_canonical
     data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
@@ -249,14 +282,14 @@ def test_views_are_in_anatomical_orientation(affine):
         c = x.shape[plane] // 2
         up = {0: z, 1: z, 2: y}[plane]          # sagittal, coronal: superior up; axial: anterior up
         left = {0: y, 1: x, 2: x}[plane]        # sagittal: anterior left; coronal, axial: patient's right left
-        u, l = figures.plane_section(up, plane, c), figures.plane_section(left, plane, c)
-        assert (np.diff(u, axis=0) < 0).all(), figures.PLANE_NAMES[plane]  # decreases downwards
-        assert (np.diff(l, axis=1) < 0).all(), figures.PLANE_NAMES[plane]  # decreases rightwards
+        u, l = plane_section(up, plane, c), plane_section(left, plane, c)
+        assert (np.diff(u, axis=0) < 0).all(), PLANE_NAMES[plane]  # decreases downwards
+        assert (np.diff(l, axis=1) < 0).all(), PLANE_NAMES[plane]  # decreases rightwards
 
 
 def test_pir_coronal_shows_superior_up_and_right_left():
     """A sagittal PIR scan: its slice axis is left-right; the coronal view has S at the top."""
-    ori = figures.Orientation.from_affine(pir_affine())
+    ori = Orientation.from_affine(pir_affine())
     assert ori.axes == (1, 2, 0) and ori.flips == (True, True, False)
     assert ori.ras_axis(2) == 0  # the slice axis runs left-right
     shape = (20, 30, 6)
@@ -264,25 +297,25 @@ def test_pir_coronal_shows_superior_up_and_right_left():
     data[:, 0, :] = 1.0    # the most superior row of voxels (axis 1 runs towards inferior)
     data[:, :, 5] = 2.0    # the rightmost slice (axis 2 runs towards right)
     ras = ori.to_ras(data)
-    section = figures.plane_section(ras, 1, ras.shape[1] // 2)  # coronal
+    section = plane_section(ras, 1, ras.shape[1] // 2)  # coronal
     assert (section[0, 1:] == 1.0).all()   # top row: superior
     assert (section[:, 0] == 2.0).all()    # left column: the patient's right (radiological)
-    assert figures.EDGE_LETTERS[1] == ("S", "I", "R", "L")
+    assert EDGE_LETTERS[1] == ("S", "I", "R", "L")
 
 
 def test_display_position_finds_the_voxel(subject):
     sc = scene(subject, truth=False, methods=("cubic",))
-    point = figures.profile_line(sc)
+    point = profile_line(sc)
     assert sc.fg[tuple(slice(None) if k == sc.slice_ras else point[k] for k in range(3))].mean() >= 0.5
     plane = sc.planes()[0]
     marked = np.zeros(sc.shape)
     marked[point] = 1.0
-    section = figures.plane_section(marked, plane, point[plane])
-    x, y = figures.display_position(point, plane, sc.shape, sc.zooms)
-    rows, cols = figures.plane_axes(plane)
+    section = plane_section(marked, plane, point[plane])
+    x, y = display_position(point, plane, sc.shape, sc.zooms)
+    rows, cols = plane_axes(plane)
     row, col = np.argwhere(section == 1.0)[0]
     assert x == pytest.approx((col + 0.5) * sc.zooms[cols]) and y == pytest.approx((row + 0.5) * sc.zooms[rows])
-    x0, y0, w, h = figures.zoom_box(sc, plane)
+    x0, y0, w, h = zoom_box(sc, plane)
     extent = sc.extent(plane)
     assert 0 <= x0 and x0 + w <= extent[1] + 1e-6 and 0 <= y0 and y0 + h <= extent[2] + 1e-6
 

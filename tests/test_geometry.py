@@ -148,13 +148,13 @@ def test_a_non_integer_geometry_keeps_its_output_spacing(tmp_path):
     assert Geometry.load(tmp_path / "g.json") == g
 
 
-def test_normalize_denormalize_are_inverse():
-    g = _geometry()
+def test_the_recorded_intensity_scale_normalizes_and_back():
+    scale = _geometry().intensity
     x = np.random.default_rng(0).uniform(-100, 2000, size=(5, 6, 7)).astype(np.float32)
-    y = g.normalize(x)
+    y = scale.normalize(x)
     assert y.dtype == np.float32
-    np.testing.assert_allclose(g.normalize(np.array([12.5, 812.0])), [0.0, 1.0], atol=1e-6)
-    np.testing.assert_allclose(g.denormalize(y), x, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(scale.normalize(np.array([12.5, 812.0])), [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(scale.denormalize(y), x, rtol=1e-5, atol=1e-3)
 
 
 def test_describe_records_acquisition():
@@ -176,3 +176,16 @@ def test_describe_records_acquisition():
 def test_describe_needs_two_slices():
     with pytest.raises(ThinsliceError, match="x.nii"):
         describe(np.diag([1, 1, 4, 1.0]), (10, 10, 1), 2, None, 2, None, (0, 1), source="x.nii")
+
+
+@pytest.mark.parametrize("axis, ratio", [(2, 4), (0, 2.5)])
+def test_a_refined_volume_holds_each_slice_at_index_i_times_ratio(axis, ratio):
+    vol = Volume(np.zeros((6, 7, 5), np.float32), oblique_affine(spacing=(0.7, 0.9, 4.0)))
+    fine = vol.refined(np.zeros(output_shape(vol.shape, axis, ratio), np.float32), axis, ratio)
+    for i in range(vol.shape[axis]):
+        index = np.zeros(3)
+        index[axis] = i
+        np.testing.assert_allclose(fine.world(index * np.where(np.arange(3) == axis, ratio, 1)), vol.world(index),
+                                   atol=1e-9)
+    if float(ratio).is_integer():
+        np.testing.assert_allclose(fine.coarsened(vol.data, axis, int(ratio)).affine, vol.affine, atol=1e-12)

@@ -7,8 +7,8 @@ import pytest
 
 from thinslice.degrade import degrade
 from thinslice.interpolate import upsample
-from thinslice.metrics import (compare, periodic_artifact, phase_energy, psnr, resample_to,
-                               ssim, through_plane_sharpness)
+from thinslice.metrics import compare, periodic_artifact, phase_energy, psnr, ssim, through_plane_sharpness
+from thinslice.resample import resample_to
 from thinslice.volume import Volume
 
 
@@ -135,6 +135,17 @@ def test_compare_on_a_larger_prediction_uses_the_overlap(anatomical):
     expected = compare(Volume(pred.data[crop], aff), cropped)
     assert got["psnr"] == pytest.approx(expected["psnr"], rel=1e-4)
     assert got["psnr"] != pytest.approx(aligned["psnr"], rel=1e-6)
+
+
+def test_compare_scores_the_same_at_any_intensity_scale(anatomical):
+    """The foreground is relative to the truth's range: a truth in [0, 1] is scored like one in [0, 255]."""
+    pred, truth = _pair(anatomical)
+    top = truth.data.max()
+    raw = compare(pred, truth)
+    scaled = compare(Volume(pred.data / top, pred.affine), Volume(truth.data / top, truth.affine))
+    assert 0 < raw["n_voxels"] == scaled["n_voxels"] < truth.data.size
+    assert scaled["psnr"] == pytest.approx(raw["psnr"], abs=1e-3)
+    assert scaled["ssim_fg"] == pytest.approx(raw["ssim_fg"], abs=1e-3)
 
 
 def test_sharpness_higher_for_sharper_ramp():

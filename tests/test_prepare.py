@@ -290,24 +290,33 @@ def test_cli_figure_writes_a_png(tmp_path, anatomical_path):
 
 
 def test_figure_truth_is_resampled_onto_the_output_grid(tmp_path, anatomical):
-    """A truth column may hold any grid: flipped or cropped, the figure shows it where it belongs."""
-    from thinslice.figures import truth_on_output_grid
+    """A truth column may hold any grid: flipped or cropped, the figures show it where it belongs."""
+    from thinslice.scene import Scene
 
     hr, aff = anatomical
     r = 2
     lr_aff = lr_affine(aff, 2, r)
     nib.save(nib.Nifti1Image(hr[:, :, ::r], lr_aff), tmp_path / "lr.nii.gz")
-    geom = Geometry(slice_axis=2, spacing_mm=4.0, thickness_mm=4.0, gap_mm=0.0, factor=r, in_plane_mm=(2.0, 2.0),
-                    shape=(33, 41, 13), orientation="LAS", norm_low=0.0, norm_high=1.0)
+    Geometry(slice_axis=2, spacing_mm=4.0, thickness_mm=4.0, gap_mm=0.0, factor=r, in_plane_mm=(2.0, 2.0),
+             shape=(33, 41, 13), orientation="LAS", norm_low=0.0, norm_high=1.0).save(tmp_path / "lr.json")
+
+    def truth_on_output_grid(path):
+        """The scene's truth and coverage, back in the output grid's voxel order (LAS: x flipped)."""
+        sc = Scene.load(tmp_path / "lr.nii.gz", tmp_path / "lr.json", {}, truth_path=path, crop=False)
+        assert sc.orientation.codes == "LAS"
+        return sc.truth.ras[::-1], sc.inside[::-1]
+
     flip = np.eye(4)
     flip[0, 0], flip[0, 3] = -1.0, hr.shape[0] - 1
     nib.save(nib.Nifti1Image(hr[::-1].copy(), aff @ flip), tmp_path / "flipped.nii.gz")
-    got = truth_on_output_grid(tmp_path / "flipped.nii.gz", tmp_path / "lr.nii.gz", geom)
+    got, inside = truth_on_output_grid(tmp_path / "flipped.nii.gz")
     np.testing.assert_allclose(got, hr, atol=1e-2)
+    assert inside.all()
     crop_aff = aff.copy()
     crop_aff[:3, 3] = aff[:3, :3] @ [3, 0, 2] + aff[:3, 3]
     nib.save(nib.Nifti1Image(hr[3:, :, 2:], crop_aff), tmp_path / "cropped.nii.gz")
-    got = truth_on_output_grid(tmp_path / "cropped.nii.gz", tmp_path / "lr.nii.gz", geom)
+    got, inside = truth_on_output_grid(tmp_path / "cropped.nii.gz")
     assert got.shape == hr.shape
     np.testing.assert_allclose(got[3:, :, 2:], hr[3:, :, 2:], atol=1e-2)
     assert not got[:3].any() and not got[:, :, :2].any()  # outside the truth's field of view
+    assert inside[3:, :, 2:].all() and not inside[:3].any() and not inside[:, :, :2].any()

@@ -406,7 +406,8 @@ def test_slurm_dry_run_lists_every_job(dry_project):
     expected = {"simulate": 1, "prepare": 1, "interpolate": 2, "train_vae": 1, "synthesize": 1, "vae_output": 1, "degrade": 1,
                 "train_sr": 2, "infer": 2, "evaluate": 5, "collect_metrics": 1, "figure_pipeline": 1,
                 "figure_reformats": 1, "figure_errors": 1, "figure_uncertainty": 1, "figure_profile": 1,
-                "figure_metrics": 1, "figure_training": 1, "bids_export": 1, "figure_qc": 2, "all": 1}
+                "figure_metrics": 1, "figure_training": 1, "bids_export": 1, "figure_qc": 2, "write_settings": 3,
+                "all": 1}
     assert stats == {**expected, "total": sum(expected.values())}, stats
     # the GPU rules carry gpu=1 and the GPU partition; nothing else asks for a GPU
     blocks = re.split(r"\n(?=\[[^\]]+\]\n)", text)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from thinslice import metrics, sr
+from thinslice import metrics, sr, sr_inference, sr_training
 from thinslice.degrade import blur, degrade
 from thinslice.errors import ThinsliceError
 from thinslice.interpolate import upsample
 from thinslice.pairs import Pair, resample_axis, self_pairs, synthetic_pairs
+from thinslice.settings import SRConfig
 from thinslice.training import data_fingerprint
 
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
@@ -109,8 +110,8 @@ def test_patches_start_on_real_samples_even_when_flipped():
     (pair,) = synthetic_pairs(hr, 1, r, "skip", 4.0, 1.0)
     phase = np.broadcast_to((np.arange(pair.input.shape[1]) % r)[None, :, None], pair.input.shape)
     for arch in ("2d", "3d"):
-        config = sr.SRConfig(architecture=arch, patch_size=12, foreground_fraction=0.5)
-        sampler = sr.PatchSampler([Pair(phase, pair.target, 1, r)], config)
+        config = SRConfig(architecture=arch, patch_size=12, foreground_fraction=0.5)
+        sampler = sr_training.PatchSampler([Pair(phase, pair.target, 1, r)], config)
         x, _ = sampler.batch(64)
         assert x.shape == ((64, 1, 12, 12) if arch == "2d" else (64, 1, 12, 12, 12))
         np.testing.assert_array_equal(x[..., ::r], 0)          # degraded axis is the last one
@@ -125,14 +126,14 @@ def test_synthetic_share_sets_the_mix_of_pair_sources(share):
     r = 2
     (synthetic,) = synthetic_pairs(_phantom((40, 40, 41)), 2, r, "gaussian", 2.0, 1.0)
     own = self_pairs(_phantom((20, 22, 9)), 2, r, "gaussian", 2.0, 2.0, 1.0)
-    sampler = sr.PatchSampler([synthetic, *own], sr.SRConfig(patch_size=8, synthetic_share=share))
+    sampler = sr_training.PatchSampler([synthetic, *own], SRConfig(patch_size=8, synthetic_share=share))
     assert sampler.weights[0] == pytest.approx(share)
     # within a source, pairs are drawn in proportion to their voxels
     sizes = np.array([p.target.size for p in own], float)
     if share < 1:
         np.testing.assert_allclose(sampler.weights[1:], (1 - share) * sizes / sizes.sum())
     # one source alone: the share does not apply
-    alone = sr.PatchSampler(own, sr.SRConfig(patch_size=8, synthetic_share=share))
+    alone = sr_training.PatchSampler(own, SRConfig(patch_size=8, synthetic_share=share))
     np.testing.assert_allclose(alone.weights, sizes / sizes.sum())
 
 def test_spilled_pairs_sample_as_in_memory_ones(tmp_path):
@@ -142,9 +143,9 @@ def test_spilled_pairs_sample_as_in_memory_ones(tmp_path):
         yield from synthetic_pairs(_phantom((30, 32, 21)), 2, 2, "gaussian", 2.0, 1.0)
         yield from self_pairs(_phantom((20, 22, 9), seed=1), 2, 2, "gaussian", 2.0, 2.0, 1.0)
 
-    config = sr.SRConfig(patch_size=8, synthetic_share=0.3)
-    held = sr.PatchSampler(list(pairs()), config)
-    spilled = sr.PatchSampler(pairs(), config, spill=tmp_path)
+    config = SRConfig(patch_size=8, synthetic_share=0.3)
+    held = sr_training.PatchSampler(list(pairs()), config)
+    spilled = sr_training.PatchSampler(pairs(), config, spill=tmp_path)
     assert spilled.fingerprint == held.fingerprint == data_fingerprint(*[item for pair in pairs() for item in pair])
     assert all(isinstance(d.input, np.memmap) and isinstance(d.foreground, np.memmap) for d in spilled.data)
     assert len(list(tmp_path.glob("pair*_*.npy"))) == 3 * len(held.data)
@@ -158,9 +159,11 @@ def test_spilled_pairs_sample_as_in_memory_ones(tmp_path):
 def test_untrained_net_returns_its_input():
     vol = _phantom((17, 19, 25))
     for arch in ("2d", "3d"):
-        model = sr.build_model(sr.SRConfig(architecture=arch, channels=8, depth=1), 4).eval()
-        np.testing.assert_allclose(sr.apply_sr(model, vol, 2, device="cpu"), vol, atol=1e-6)
-        np.testing.assert_allclose(sr.apply_sr(model, vol, 2, device="cpu", flips=True), vol, atol=1e-6)
+        model = sr.build_model(SRConfig(architecture=arch, channels=8, depth=1), 4).eval()
+        np.testing.assert_allclose(sr_inference.apply_sr(model, vol, 2, device="cpu"), vol, atol=1e-6)
+        out, spread = sr_inference.apply_sr_with_spread(model, vol, 2, device="cpu")   # flipped ones too
+        np.testing.assert_allclose(out, vol, atol=1e-6)
+        np.testing.assert_allclose(spread, 0, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ["2d", "3d"])
@@ -168,10 +171,10 @@ def test_untrained_net_returns_its_input():
 def test_sliding_window_equals_whole_volume(arch, unshuffle):
     r, axis = 2, 1
     vol = _phantom((30, 45, 27), seed=1)
-    model = _random_tail(sr.build_model(sr.SRConfig(architecture=arch, channels=8, depth=1,
+    model = _random_tail(sr.build_model(SRConfig(architecture=arch, channels=8, depth=1,
                                                     unshuffle=unshuffle), r))
-    windows = sr.apply_sr(model, vol, axis, patch=20, device="cpu", batch_size=3)
-    whole = sr.apply_sr(model, vol, axis, patch=1000, device="cpu")
+    windows = sr_inference.apply_sr(model, vol, axis, patch=20, device="cpu", batch_size=3)
+    whole = sr_inference.apply_sr(model, vol, axis, patch=1000, device="cpu")
     assert windows.shape == vol.shape and windows.dtype == np.float32
     assert np.abs(whole - vol).max() > 1e-3                    # the net does something
     np.testing.assert_allclose(windows, whole, atol=1e-5)
@@ -190,7 +193,7 @@ def test_sliding_window_equals_whole_volume(arch, unshuffle):
 # --------------------------------------------------------------------------- model files
 
 def test_model_file_round_trip(tmp_path):
-    config = sr.SRConfig(channels=8, depth=2)
+    config = SRConfig(channels=8, depth=2)
     model = _random_tail(sr.build_model(config, 3))
     meta = {"factor": 3, "slice_model": "gaussian", "thickness_mm": np.float64(3.0), "norm": (0.0, 250.0)}
     path = tmp_path / "sr.pt"
@@ -199,8 +202,8 @@ def test_model_file_round_trip(tmp_path):
     assert got["factor"] == 3 and got["slice_model"] == "gaussian" and got["thickness_mm"] == 3.0
     assert got["config"]["channels"] == 8 and got["config"]["depth"] == 2
     vol = _phantom((12, 14, 16))
-    np.testing.assert_array_equal(sr.apply_sr(loaded, vol, 2, device="cpu"),
-                                  sr.apply_sr(model, vol, 2, device="cpu"))
+    np.testing.assert_array_equal(sr_inference.apply_sr(loaded, vol, 2, device="cpu"),
+                                  sr_inference.apply_sr(model, vol, 2, device="cpu"))
 
 
 def test_load_model_rejects_other_files(tmp_path):
@@ -217,24 +220,24 @@ def test_load_model_rejects_other_files(tmp_path):
 
 
 def test_apply_sr_refuses_a_volume_off_the_output_grid():
-    model = sr.build_model(sr.SRConfig(channels=8, depth=1), 4)
+    model = sr.build_model(SRConfig(channels=8, depth=1), 4)
     with pytest.raises(ThinsliceError, match="factor 4"):
-        sr.apply_sr(model, _phantom((10, 10, 24)), 2, device="cpu")
+        sr_inference.apply_sr(model, _phantom((10, 10, 24)), 2, device="cpu")
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ThinsliceError, match="sr.architecture"):
-        sr.SRConfig(architecture="4d")
-    with pytest.raises(ThinsliceError, match="sr.foreground_fraction"):
-        sr.SRConfig(foreground_fraction=1.5)
+    with pytest.raises(ThinsliceError, match="sr.train.architecture"):
+        SRConfig(architecture="4d")
+    with pytest.raises(ThinsliceError, match="sr.train.foreground_fraction"):
+        SRConfig(foreground_fraction=1.5)
     with pytest.raises(ThinsliceError, match="unknown setting"):
-        sr.SRConfig.from_dict({"chanels": 3})
+        SRConfig.from_dict({"chanels": 3})
 
 
 def test_3d_architecture_refuses_self_pairs(tmp_path):
     pairs = self_pairs(_phantom((26, 29, 9)), 2, 4, "gaussian", 4.0, 4.0, 1.0)
     with pytest.raises(ThinsliceError, match="architecture '2d'"):
-        sr.train_sr(pairs, sr.SRConfig(architecture="3d", steps=1), tmp_path / "c", tmp_path / "l.csv",
+        sr_training.train_sr(pairs, SRConfig(architecture="3d", steps=1), tmp_path / "c", tmp_path / "l.csv",
                     device="cpu", progress=False)
 
 
@@ -243,12 +246,12 @@ def test_3d_architecture_refuses_self_pairs(tmp_path):
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
     hr = _phantom((24, 26, 25))
     pairs = synthetic_pairs(hr, 2, 4, "gaussian", 4.0, 1.0) + self_pairs(hr[:, :, ::4], 2, 4, "gaussian", 4.0, 4.0, 1.0)
-    config = sr.SRConfig(channels=8, depth=1, patch_size=12, batch_size=4, steps=8, checkpoint_every=3,
+    config = SRConfig(channels=8, depth=1, patch_size=12, batch_size=4, steps=8, checkpoint_every=3,
                          log_every=2, gradient_loss_weight=0.1)
-    whole = sr.train_sr(pairs, config, tmp_path / "a.ckpt", tmp_path / "a.csv", device="cpu", progress=False)
+    whole = sr_training.train_sr(pairs, config, tmp_path / "a.ckpt", tmp_path / "a.csv", device="cpu", progress=False)
 
     calls = {"n": 0}
-    batch = sr.PatchSampler.batch
+    batch = sr_training.PatchSampler.batch
 
     def crash_on_fifth(self, n):
         calls["n"] += 1
@@ -256,12 +259,12 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return batch(self, n)
 
-    monkeypatch.setattr(sr.PatchSampler, "batch", crash_on_fifth)
+    monkeypatch.setattr(sr_training.PatchSampler, "batch", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
-        sr.train_sr(pairs, config, tmp_path / "b.ckpt", tmp_path / "b.csv", device="cpu", progress=False)
-    monkeypatch.setattr(sr.PatchSampler, "batch", batch)
-    assert torch.load(tmp_path / "b.ckpt", weights_only=False)["step"] == 3
-    resumed = sr.train_sr(pairs, config, tmp_path / "b.ckpt", tmp_path / "b.csv", device="cpu", progress=False)
+        sr_training.train_sr(pairs, config, tmp_path / "b.ckpt", tmp_path / "b.csv", device="cpu", progress=False)
+    monkeypatch.setattr(sr_training.PatchSampler, "batch", batch)
+    assert torch.load(tmp_path / "b.ckpt", weights_only=True)["step"] == 3
+    resumed = sr_training.train_sr(pairs, config, tmp_path / "b.ckpt", tmp_path / "b.csv", device="cpu", progress=False)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
@@ -270,18 +273,18 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch)
 def test_a_checkpoint_of_other_settings_starts_over(tmp_path, capfd):
     """A config change reruns train_sr in the workflow: it trains anew instead of failing."""
     pairs = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
-    config = sr.SRConfig(channels=8, depth=1, patch_size=12, batch_size=2, steps=1)
-    sr.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
-    other = sr.SRConfig(channels=4, depth=1, patch_size=12, batch_size=2, steps=2)
+    config = SRConfig(channels=8, depth=1, patch_size=12, batch_size=2, steps=1)
+    sr_training.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    other = SRConfig(channels=4, depth=1, patch_size=12, batch_size=2, steps=2)
     capfd.readouterr()
-    rerun = sr.train_sr(pairs, other, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    rerun = sr_training.train_sr(pairs, other, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
     assert "other settings (channels, steps); training starts over" in capfd.readouterr().err
-    fresh = sr.train_sr(pairs, other, tmp_path / "f", tmp_path / "f.csv", device="cpu", progress=False)
+    fresh = sr_training.train_sr(pairs, other, tmp_path / "f", tmp_path / "f.csv", device="cpu", progress=False)
     for (name, a), (_, b) in zip(fresh.state_dict().items(), rerun.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(ThinsliceError, match="not a thinslice-sr-checkpoint"):
         torch.save({"kind": "something-else"}, tmp_path / "x")
-        sr.train_sr(pairs, other, tmp_path / "x", tmp_path / "x.csv", device="cpu", progress=False)
+        sr_training.train_sr(pairs, other, tmp_path / "x", tmp_path / "x.csv", device="cpu", progress=False)
 
 
 def test_self_supervised_sr_beats_interpolation_on_a_real_volume(anatomical, tmp_path):
@@ -291,9 +294,9 @@ def test_self_supervised_sr_beats_interpolation_on_a_real_volume(anatomical, tmp
     assert lr.shape == (33, 41, 13)
     scale = float(np.percentile(lr, 99.5))
     pairs = self_pairs(lr / scale, 2, 2, "gaussian", 4.0, 4.0, (2.0, 2.0))
-    config = sr.SRConfig(channels=16, depth=2, patch_size=24, batch_size=8, steps=200, learning_rate=2e-3)
-    model = sr.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
-    out = sr.apply_sr(model, upsample(lr / scale, 2, 2), 2, device="cpu") * scale
+    config = SRConfig(channels=16, depth=2, patch_size=24, batch_size=8, steps=200, learning_rate=2e-3)
+    model = sr_training.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    out = sr_inference.apply_sr(model, upsample(lr / scale, 2, 2), 2, device="cpu") * scale
     mask = gt > 0.1 * scale
     linear = metrics.psnr(upsample(lr, 2, 2, "linear"), gt, mask)
     cubic = metrics.psnr(upsample(lr, 2, 2, "cubic"), gt, mask)
@@ -306,13 +309,13 @@ def test_self_supervised_sr_beats_interpolation_on_a_real_volume(anatomical, tmp
 def test_a_checkpoint_of_other_training_data_is_not_resumed(tmp_path, capfd):
     """The workflow reruns train_sr when its inputs change (e.g. a new VAE): the finished
     checkpoint of the old pairs must not be returned as the new model."""
-    config = sr.SRConfig(channels=8, depth=1, patch_size=12, batch_size=2, steps=4, checkpoint_every=2)
+    config = SRConfig(channels=8, depth=1, patch_size=12, batch_size=2, steps=4, checkpoint_every=2)
     old = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
     new = synthetic_pairs(_phantom((20, 20, 21)) ** 2, 2, 4, "gaussian", 4.0, 1.0)
-    sr.train_sr(old, config, tmp_path / "c", tmp_path / "a.csv", device="cpu", progress=False)
-    fresh = sr.train_sr(new, config, tmp_path / "fresh", tmp_path / "f.csv", device="cpu", progress=False)
+    sr_training.train_sr(old, config, tmp_path / "c", tmp_path / "a.csv", device="cpu", progress=False)
+    fresh = sr_training.train_sr(new, config, tmp_path / "fresh", tmp_path / "f.csv", device="cpu", progress=False)
     capfd.readouterr()
-    rerun = sr.train_sr(new, config, tmp_path / "c", tmp_path / "b.csv", device="cpu", progress=False)
+    rerun = sr_training.train_sr(new, config, tmp_path / "c", tmp_path / "b.csv", device="cpu", progress=False)
     assert "other training data; training starts over" in capfd.readouterr().err
     for (name, a), (_, b) in zip(fresh.state_dict().items(), rerun.state_dict().items()):
         assert torch.equal(a, b), name  # trained from scratch on the new pairs, like a fresh run

@@ -23,8 +23,9 @@ def trained(tmp_path_factory, anatomical_path):
     d = tmp_path_factory.mktemp("steps")
     simulate(anatomical_path, d / "lr.nii.gz", d / "truth.nii.gz", axis=2, factor=2, profile="gaussian", fwhm_mm=4.0)
     prepare(d / "lr.nii.gz", d / "in.nii.gz", d / "in.json", d / "mask.nii.gz", thickness_mm=4.0, factor=2)
+    (d / "sr_train.json").write_text(json.dumps(TINY_SR))
     rc = main(["train-sr", "--source", "self", "--images", str(d / "in.nii.gz"), "--geometries", str(d / "in.json"),
-               "--options", json.dumps(TINY_SR), "--checkpoint", str(d / "sr.ckpt"), "--loss-csv", str(d / "loss.csv"),
+               "--settings", str(d / "sr_train.json"), "--checkpoint", str(d / "sr.ckpt"), "--loss-csv", str(d / "loss.csv"),
                "--out", str(d / "sr.pt"), "--threads", "1"])
     assert rc == 0
     return d

@@ -60,3 +60,11 @@ def test_the_tuner_leaves_one_thread_and_cuda_alone(clock):
     assert not training.ThreadTuner(torch.device("cpu")).enabled
     torch.set_num_threads(2)
     assert not training.ThreadTuner(torch.device("cuda")).enabled
+
+
+def test_reduced_precision_is_bfloat16_only_where_the_gpu_computes_in_it(monkeypatch):
+    assert training.autocast_dtype(torch.device("cpu")) is None
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float16)):
+        # recent torch reports bfloat16 on every GPU unless asked about native support
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or native)
+        assert training.autocast_dtype(torch.device("cuda")) == dtype

@@ -13,8 +13,9 @@ import torch
 
 from thinslice.errors import ThinsliceError
 from thinslice.interpolate import interpolation_matrix, upsample
-from thinslice.vae import (VAEConfig, interpolate_latents, interpolate_pair, latent_path, load_vae, reconstruct,
-                           save_vae, synthesize, train_vae)
+from thinslice.settings import VAEConfig
+from thinslice.vae import SliceVAE, interpolate_latents, latent_path, load_vae, save_vae, synthesize
+from thinslice.vae_training import SliceSampler, train_vae
 
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
 
@@ -54,6 +55,17 @@ def l1(a, b) -> float:
     return float(np.mean(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+def reconstruct(model, slices) -> np.ndarray:
+    """The model's reconstructions of `slices`: at r = 1 the latent path is the slices' own latent means."""
+    return synthesize(model, slices, 1, interpolation="linear", synthesis="decoded", device="cpu")
+
+
+def decoded_between(model, a, b, r, interpolation="linear") -> np.ndarray:
+    """The slices decoded from the latent path between slices `a` and `b` alone: (r + 1, H, W),
+    the reconstructions of `a` and `b` at its ends."""
+    return synthesize(model, np.stack([a, b]), r, interpolation=interpolation, synthesis="decoded", device="cpu")
+
+
 @pytest.mark.parametrize("r", [2, 3])
 def test_synthesis_shape_and_real_slices(trained, t1, r):
     model, _ = trained
@@ -63,7 +75,7 @@ def test_synthesis_shape_and_real_slices(trained, t1, r):
     assert np.array_equal(kept[::r], t1)  # real slices kept exactly
     assert np.isfinite(kept).all()
 
-    recon = reconstruct(model, t1, device="cpu")
+    recon = reconstruct(model, t1)
     decoded = synthesize(model, t1, r, synthesis="decoded", device="cpu", batch_size=5)
     np.testing.assert_allclose(decoded[::r], recon, atol=1e-5)
     between = np.ones(len(kept), bool)
@@ -99,8 +111,8 @@ def test_synthesis_factor_one_and_bad_input(trained, t1):
 def test_training_improves_reconstruction(trained, t1):
     model, d = trained
     untrained = load_vae_like(model)
-    before = l1(reconstruct(untrained, t1, device="cpu"), t1)
-    after = l1(reconstruct(model, t1, device="cpu"), t1)
+    before = l1(reconstruct(untrained, t1), t1)
+    after = l1(reconstruct(model, t1), t1)
     assert after < 0.5 * before, (before, after)
     # and it beats the best constant image (each slice's median) by a wide margin
     flat = l1(np.broadcast_to(np.median(t1, axis=(1, 2), keepdims=True), t1.shape), t1)
@@ -112,8 +124,6 @@ def test_training_improves_reconstruction(trained, t1):
 
 def load_vae_like(model):
     """A freshly initialized VAE of the same config (the state before training)."""
-    from thinslice.vae import SliceVAE
-
     torch.manual_seed(TINY.seed)
     return SliceVAE(model.config).eval()
 
@@ -121,17 +131,17 @@ def load_vae_like(model):
 def test_interpolation_endpoints_are_reconstructions(trained, t1):
     model, _ = trained
     a, b = t1[10], t1[11]
-    out = interpolate_pair(model, a, b, [0.0, 0.5, 1.0], device="cpu")
-    recon = reconstruct(model, np.stack([a, b]), device="cpu")
+    out = decoded_between(model, a, b, 2)
+    recon = reconstruct(model, np.stack([a, b]))
     assert out.shape == (3, *a.shape)
     np.testing.assert_allclose(out[0], recon[0], atol=1e-5)
     np.testing.assert_allclose(out[2], recon[1], atol=1e-5)
     # the midpoint lies between the two reconstructions: closer to each than they are to each other
     gap = l1(recon[0], recon[1])
     assert l1(out[1], recon[0]) < gap and l1(out[1], recon[1]) < gap
-    for method in ("linear", "slerp"):
-        out = interpolate_pair(model, a, b, [0.0, 1.0], interpolation=method, device="cpu")
-        np.testing.assert_allclose(out, recon, atol=1e-5)
+    for method in ("cubic", "linear", "slerp"):
+        out = decoded_between(model, a, b, 3, interpolation=method)
+        np.testing.assert_allclose(out[[0, 3]], recon, atol=1e-5)
 
 
 def test_synthetic_slices_beat_nearest_neighbour(trained, t1):
@@ -171,7 +181,7 @@ def test_resume_reproduces_uninterrupted_run(t1, tmp_path):
     full = train_vae([t1], cfg, tmp_path / "full.pt", tmp_path / "full.csv", device="cpu", progress=False)
     half_cfg = replace(cfg, steps=10)
     train_vae([t1], half_cfg, tmp_path / "split.pt", tmp_path / "split.csv", device="cpu", progress=False)
-    assert torch.load(tmp_path / "split.pt", weights_only=False)["step"] == 10
+    assert torch.load(tmp_path / "split.pt", weights_only=True)["step"] == 10
     torch.manual_seed(123)  # the global RNG state at resume time must not matter
     np.random.seed(123)
     resumed = train_vae([t1], cfg, tmp_path / "split.pt", tmp_path / "split.csv", device="cpu",
@@ -180,8 +190,8 @@ def test_resume_reproduces_uninterrupted_run(t1, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ck_full = torch.load(tmp_path / "full.pt", weights_only=False)
-    ck_split = torch.load(tmp_path / "split.pt", weights_only=False)
+    ck_full = torch.load(tmp_path / "full.pt", weights_only=True)
+    ck_split = torch.load(tmp_path / "split.pt", weights_only=True)
     assert ck_split["step"] == 20 and ck_split["kind"] == "thinslice-vae"
     for k in ck_full["discriminator"]:
         assert torch.equal(ck_full["discriminator"][k], ck_split["discriminator"][k]), k
@@ -255,8 +265,9 @@ def test_bad_config_names_key():
 
 def test_interpolation_objective_lowers_the_error_on_held_out_slices(t1, tmp_path):
     """Train on the first 60% of the slices of a real T1, with and without the objective;
-    on the unseen slices, decode the latent midpoint of slices i-1 and i+1 and compare it
-    with the real slice i."""
+    on the unseen slices, decode the latent midpoint of slices i-1 and i+1 (synthesis at
+    r = 2 from every other slice, without the real slices' residuals) and compare it with
+    the real slice i."""
     cut = int(0.6 * len(t1))
     seen, unseen = t1[:cut], t1[cut:]
     cfg = replace(TINY, levels=1, steps=600, checkpoint_every=600)
@@ -264,17 +275,19 @@ def test_interpolation_objective_lowers_the_error_on_held_out_slices(t1, tmp_pat
     for weight in (0.0, 1.0):
         model = train_vae([seen], replace(cfg, interpolation_weight=weight), tmp_path / f"{weight}.pt",
                           tmp_path / f"{weight}.csv", device="cpu", progress=False)
-        between = np.concatenate([interpolate_pair(model, a, b, [0.5], device="cpu")
-                                  for a, b in zip(unseen[:-2], unseen[2:])])
-        errors[weight] = l1(between, unseen[1:-1])
+        between, truth = [], []
+        for first in (0, 1):   # every other slice, from the first and from the second
+            kept = unseen[first::2]
+            out = synthesize(model, kept, 2, interpolation="linear", synthesis="decoded", device="cpu")
+            between.append(out[1::2])
+            truth.append(unseen[first + 1::2][:len(kept) - 1])
+        errors[weight] = l1(np.concatenate(between), np.concatenate(truth))
     assert errors[1.0] < 0.95 * errors[0.0], errors
     rows = list(csv.DictReader(open(tmp_path / "1.0.csv")))
     assert float(rows[-1]["interp"]) < float(rows[0]["interp"])      # the loss is logged and falls
 
 
 def test_triples_share_crop_and_flips(t1):
-    from thinslice.vae import SliceSampler
-
     ramp = np.broadcast_to(np.arange(12, dtype=np.float32)[:, None, None], (12, 40, 40)).copy()
     ramp += np.random.default_rng(0).normal(0, 1e-3, ramp.shape).astype(np.float32)
     sampler = SliceSampler([ramp], 16, seed=0, max_gap=4)
@@ -305,9 +318,9 @@ def test_synthesis_decodes_the_latent_path(trained, t1):
     model, _ = trained
     for method in ("cubic", "linear"):
         out = synthesize(model, t1[:5], 3, interpolation=method, synthesis="decoded", device="cpu")
-        ends = interpolate_pair(model, t1[1], t1[2], [1 / 3, 2 / 3], device="cpu")
-        if method == "linear":   # slices 4 and 5 lie between real slices 1 and 2
-            np.testing.assert_allclose(out[4:6], ends, atol=1e-5)
+        pairwise = decoded_between(model, t1[1], t1[2], 3)[1:3]
+        if method == "linear":   # slices 4 and 5 lie between real slices 1 and 2, and depend on them alone
+            np.testing.assert_allclose(out[4:6], pairwise, atol=1e-5)
         else:                    # cubic uses the neighbours beyond them too
-            assert l1(out[4:6], ends) > 0
-        np.testing.assert_allclose(out[::3], reconstruct(model, t1[:5], device="cpu"), atol=1e-5)
+            assert l1(out[4:6], pairwise) > 0
+        np.testing.assert_allclose(out[::3], reconstruct(model, t1[:5]), atol=1e-5)

@@ -9,7 +9,9 @@ PYTHONPATH prefix the Snakefile sets (the package is not installed for these run
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from conftest import output_tail, snakemake, write_fake_eclare
+from conftest import REPO, output_tail, snakemake, write_fake_eclare
 from thinslice.geometry import output_affine
 from thinslice.io import load_volume
 
@@ -334,18 +336,17 @@ def test_lint_is_clean(configfile):
     assert "Congratulations" in text
 
 
-@pytest.mark.parametrize("configfile, vae_steps, sr_steps", [(None, 1000, 1500), ("config/ch2-z4.yaml", 2000, 6000)])
-def test_a_configfile_does_not_inherit_the_demo_settings(configfile, vae_steps, sr_steps):
+@pytest.mark.parametrize("configfile, run, vae_steps, sr_steps",
+                         [(None, "knee-demo", 1000, 1500), ("config/ch2-z4.yaml", "ch2-z4", 2000, 6000)])
+def test_a_configfile_does_not_inherit_the_demo_settings(tmp_path, configfile, run, vae_steps, sr_steps):
     """Without --configfile the demo's short training; with one, its keys and the schema's defaults."""
-    args = ["-n", "-p", "--forcerun", "train_vae", "train_sr"] + (["--configfile", configfile] if configfile else [])
-    done = snakemake(None, *args, timeout=120)
-    text = done.stdout + done.stderr
-    assert done.returncode == 0, text[-3000:]
-    vae = [line for line in text.splitlines() if "thinslice train-vae" in line]
-    sr = [line for line in text.splitlines() if "thinslice train-sr" in line]
-    assert vae and sr, text[-3000:]
-    assert all(f'"steps": {vae_steps}' in line for line in vae)
-    assert all(f'"steps": {sr_steps}' in line for line in sr)
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    files = [f"results/{run}/settings/{name}.json" for name in ("vae_train", "sr_train")]
+    done = snakemake(tmp_path, "--cores", "1", *files, *(["--configfile", configfile] if configfile else []),
+                     timeout=120)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    vae, sr = (json.loads((tmp_path / f).read_text()) for f in files)
+    assert vae["steps"] == vae_steps and sr["steps"] == sr_steps
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 
 from .errors import ThinsliceError
-from .geometry import detect_slice_axis, output_affine, resolve_ratio
+from .geometry import detect_slice_axis, resolve_ratio
 from .interpolate import upsample as interpolate
 from .io import check_volume, load_volume, nifti_image, nifti_volume
 from .volume import Volume
@@ -62,5 +62,5 @@ def upsample(image, model: str | Path | None = None, *, method: str = "cubic", f
             raise ThinsliceError(f"upsample: method must be 'linear' or 'cubic' without a model, got {method!r}")
         axis = detect_slice_axis(vol.spacing, source) if slice_axis is None else int(slice_axis)
         ratio = resolve_ratio(float(vol.spacing[axis]), factor, target_spacing_mm, source)
-        out = Volume(interpolate(vol.data, axis, ratio, method), output_affine(vol.affine, axis, ratio))
+        out = vol.refined(interpolate(vol.data, axis, ratio, method), axis, ratio)
     return nifti_image(out)

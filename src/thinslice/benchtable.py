@@ -11,25 +11,8 @@ import csv
 import math
 from pathlib import Path
 
+from . import methods as registry
 from .errors import ThinsliceError
-
-# Reading order of the table: baselines, stage 1, the SR pair sources, the upper bound, the peer.
-METHOD_ORDER = ["linear", "cubic", "vae", "sr_vae", "sr_self", "sr_both", "sr_supervised", "eclare"]
-
-
-def method_stages(method: str) -> tuple[list[str], list[str]]:
-    """(training, inference) benchmark-file patterns of a method, relative to benchmarks/."""
-    if method in ("linear", "cubic"):
-        return [], [f"interpolate/{method}/*.tsv"]
-    if method == "vae":
-        return ["train_vae.tsv"], ["synthesize/*.tsv"]
-    if method in ("sr_vae", "sr_both"):  # the VAE and its synthesis come first
-        return (["train_vae.tsv", "synthesize/*.tsv", f"train_sr/{method[3:]}.tsv"], [f"infer/{method}/*.tsv"])
-    if method.startswith("sr_"):
-        return [f"train_sr/{method[3:]}.tsv"], [f"infer/{method}/*.tsv"]
-    if method == "eclare":  # trains on each volume itself: all of it is per-subject work
-        return [], ["eclare/*.tsv"]
-    return [], [f"{method}/*.tsv"]
 
 
 def read_benchmark(path: Path) -> dict:
@@ -41,6 +24,13 @@ def read_benchmark(path: Path) -> dict:
     row = rows[-1]
     rss = row.get("max_rss", "NA")
     return {"s": float(row["s"]), "max_rss": float(rss) if rss not in ("NA", "", "-") else math.nan}
+
+
+def method_stages(method: str) -> tuple[list[str], list[str]]:
+    """(training, inference) benchmark-file patterns of a method, relative to benchmarks/."""
+    if method in registry.REGISTRY:
+        return registry.get(method).benchmark_stages()
+    return [], [f"{method}/*.tsv"]
 
 
 def _cost(bench_dir: Path, patterns: list[str]) -> tuple[float, float]:
@@ -63,8 +53,7 @@ def run_table(run_dir: str | Path) -> list[dict]:
     with (run_dir / "metrics.csv").open() as f:
         metrics = list(csv.DictReader(f))
     rows = []
-    methods = dict.fromkeys(m["method"] for m in metrics)
-    for method in sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)):
+    for method in registry.order(dict.fromkeys(m["method"] for m in metrics)):
         sel = [m for m in metrics if m["method"] == method]
         train, infer = method_stages(method)
         t_train, m_train = _cost(run_dir / "benchmarks", train)

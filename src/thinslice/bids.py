@@ -6,8 +6,6 @@ the dataset root reaches every scan; outputs carry a sidecar recording how each 
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 import shutil
@@ -16,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ThinsliceError
 from .fetch import sha256
-from .io import atomic_path
+from .io import read_json, write_json, write_table
 
 BIDS_VERSION = "1.9.0"
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -38,16 +36,6 @@ def _stem(name: str) -> str:
     return name.split(".")[0]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ThinsliceError(f"{path}: not valid JSON ({exc}); fix or remove the sidecar") from None
-    if not isinstance(data, dict):
-        raise ThinsliceError(f"{path}: a sidecar must hold a JSON object; fix or remove it")
-    return data
-
-
 def _inherited(scan: Path, root: Path, suffix: str, key: str):
     """(value of `key`, sidecar) from the nearest applicable sidecar that defines it, or (None, None).
 
@@ -62,7 +50,7 @@ def _inherited(scan: Path, root: Path, suffix: str, key: str):
             if sfx == suffix and ents.items() <= entities.items():
                 found.append((len(ents), js))
         for _, js in sorted(found, reverse=True):
-            data = _read_json(js)
+            data = read_json(js, fix="fix or remove the sidecar")
             if key in data:
                 return data[key], js
         if folder == root or folder.parent == folder:
@@ -102,16 +90,8 @@ def find_scans(root: str | Path, suffix: str = "T2w") -> list[dict]:
 
 def write_sample_sheet(rows: list[dict], path: str | Path) -> None:
     """The rows as a tab-separated sample sheet; an empty cell where the thickness is unknown."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(SHEET_COLUMNS)
-        for row in rows:
-            writer.writerow(["" if row.get(k) is None else row[k] for k in SHEET_COLUMNS])
-
-
-def _write_json(path: str | Path, record: dict) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_table(path, SHEET_COLUMNS, ({k: "" if row.get(k) is None else row[k] for k in SHEET_COLUMNS} for row in rows),
+                delimiter="\t")
 
 
 def write_dataset_description(folder: str | Path, source: str | Path | None = None) -> Path:
@@ -126,7 +106,7 @@ def write_dataset_description(folder: str | Path, source: str | Path | None = No
     if source is not None:
         desc["SourceDatasets"] = [{"URL": Path(source).absolute().as_uri()}]
     path = Path(folder) / "dataset_description.json"
-    _write_json(path, desc)
+    write_json(path, desc, sort_keys=True)
     return path
 
 
@@ -152,7 +132,7 @@ def write_sidecar(path: str | Path, record: dict) -> Path:
     """The JSON sidecar beside a NIfTI output (`x.nii.gz` -> `x.json`)."""
     path = Path(path)
     sidecar = path.with_name(_stem(path.name) + ".json")
-    _write_json(sidecar, record)
+    write_json(sidecar, record, sort_keys=True)
     return sidecar
 
 

@@ -9,26 +9,10 @@ import argparse
 import sys
 import traceback
 
-from . import __version__
+from . import __version__, commands
 from .errors import FILE_ERROR, INPUT_ERROR, INTERNAL_ERROR, OK, ThinsliceError, file_error_message
-
-
-def _fetch_demo(a):
-    from .fetch import fetch_demo
-
-    print(fetch_demo(a.out, a.cache))
-
-
-def _fetch_ch2(a):
-    from .fetch import fetch_ch2
-
-    print(fetch_ch2(a.out, a.system_path))
-
-
-def _simulate(a):
-    from .prepare import simulate
-
-    simulate(a.truth, a.out_lr, a.out_truth, a.axis, a.factor, a.profile, a.fwhm, a.target_spacing, a.noise)
+from .methods import INTERPOLATION_METHODS, PAIR_SOURCES
+from .settings import INTERPOLATIONS, SLICE_MODELS, SYNTHESES
 
 
 def _thickness(text: str) -> float | str:
@@ -40,186 +24,12 @@ def _thickness(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"a thickness in mm or 'auto', not {text!r}") from None
 
 
-def _prepare(a):
-    from .prepare import prepare
-
-    g = prepare(a.input, a.out_image, a.out_geometry, a.out_mask, echo=a.echo, slice_axis=a.slice_axis,
-                thickness_mm=a.thickness, factor=a.factor, target_spacing_mm=a.target_spacing,
-                output_dtype=a.output_dtype)
-    print(f"{a.input}: slice axis {g.slice_axis}, spacing {g.spacing_mm:.4g} mm, thickness "
-          f"{g.thickness_mm:.4g} mm, gap {g.gap_mm:.4g} mm, factor {g.factor}, {g.orientation}")
-
-
-def _upsample(a):
-    from .geometry import output_affine
-    from .interpolate import upsample
-    from .io import save_volume
-    from .prepare import load_prepared
-    from .volume import Volume
-
-    lr, g = load_prepared(a.image, a.geometry)
-    # interpolation is linear in intensity: normalising first only guards float precision
-    data = g.denormalize(upsample(g.normalize(lr.data), g.slice_axis, g.ratio, a.method))
-    save_volume(Volume(data, output_affine(lr.affine, g.slice_axis, g.ratio)), a.out,
-                g.output_description(a.method), g.output_dtype)
-
-
-def _bids_samples(a):
-    from .bids import find_scans, write_sample_sheet
-
-    rows = find_scans(a.root, a.suffix)
-    write_sample_sheet(rows, a.out)
-    known = sum(r["slice_thickness"] is not None for r in rows)
-    print(f"{a.out}: {len(rows)} scans, {known} with SliceThickness from their sidecars")
-
-
-def _bids_export(a):
-    import json
-
-    from .bids import export
-
-    written = export(a.folder, json.loads(a.entries), a.suffix, a.slice_model, a.source_dataset)
-    print(f"{a.folder}: {len(written)} files")
-
-
-def _evaluate(a):
-    from .evaluate import evaluate, qc_record, write_row
-
-    row = evaluate(a.output, a.image, a.geometry, a.mask, a.subject, a.method, a.truth, a.slice_model)
-    write_row(row, a.out)
-    if a.qc:
-        write_row(qc_record(row, a.output, a.geometry, a.mask, a.uncertainty, a.truth), a.qc)
-
-
-def _collect(a):
-    from .evaluate import collect
-
-    collect(a.rows, a.out, a.summary_csv, a.summary_md, skipped=a.skipped)
-
-
-def _collect_qc(a):
-    from .evaluate import collect_qc
-
-    collect_qc(a.entries, a.out)
-
-
-def _figure(a):
-    from . import figures
-
-    if a.kind == "metrics":
-        if not a.metrics:
-            raise ThinsliceError("figure metrics: give --metrics (the run's metrics.csv)")
-        figures.metrics_figure(a.metrics, a.out, methods=a.methods, title=a.title)
-        return
-    if a.kind == "training":
-        losses = {}
-        for item in a.losses or []:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise ThinsliceError(f"figure training: --losses takes NAME=CSV, got {item!r}")
-            losses[name] = path
-        figures.training_figure(losses, a.out, title=a.title)
-        return
-    if not a.image or not a.geometry:
-        raise ThinsliceError(f"figure {a.kind}: give --image and --geometry")
-    methods, paths = a.methods or [], a.outputs or []
-    if len(methods) != len(paths):
-        raise ThinsliceError("figure: give as many --methods as --outputs")
-    if a.kind == "errors" and not a.truth:
-        raise ThinsliceError("figure errors: needs --truth")
-    maps = {}
-    for item in a.uncertainty or []:
-        name, sep, path = item.partition("=")
-        if not sep or name not in methods or not path:
-            raise ThinsliceError(f"figure uncertainty: --uncertainty takes METHOD=NIFTI for a METHOD of --methods, "
-                                 f"got {item!r}")
-        maps[name] = path
-    if a.kind == "uncertainty" and not maps:
-        raise ThinsliceError("figure uncertainty: give --uncertainty METHOD=NIFTI for at least one method")
-    extra = {}
-    if a.synthetic:
-        extra["vae"] = ("VAE-synthesized HR", a.synthetic, False)
-    if a.degraded:
-        extra["degraded"] = ("synthetic HR degraded", a.degraded, True)
-    scene = figures.Scene.load(a.image, a.geometry, dict(zip(methods, paths)), truth_path=a.truth, extra=extra)
-    title = "\n".join(t for t in (a.title, figures.qc_summary([_read_json(p) for p in a.qc or []])) if t)
-    if a.kind == "uncertainty":
-        figures.uncertainty_figure(scene, a.out, maps, title=title)
-        return
-    draw = {"reformats": figures.reformats_figure, "errors": figures.errors_figure,
-            "profile": figures.profile_figure, "pipeline": figures.pipeline_figure}[a.kind]
-    draw(scene, a.out, title=title)
-
-
-def _read_json(path: str) -> dict:
-    import json
-    from pathlib import Path
-
-    return json.loads(Path(path).read_text())
-
-
-def _train_vae(a):
-    from .steps import train_vae
-
-    train_vae(a.images, a.geometries, a.out, a.checkpoint, a.loss_csv, a.options, a.device)
-
-
-def _synthesize(a):
-    from .steps import synthesize
-
-    synthesize(a.model, a.image, a.geometry, a.out, a.interpolation, a.synthesis, a.device)
-
-
-def _output_grid(a):
-    from .steps import output_grid
-
-    output_grid(a.image, a.geometry, a.out)
-
-
-def _degrade(a):
-    from .steps import degrade
-
-    degrade(a.hr, a.geometry, a.out, a.slice_model)
-
-
-def _train_sr(a):
-    from .steps import train_sr
-
-    train_sr(a.source, a.images, a.geometries, a.targets or [], a.out, a.checkpoint, a.loss_csv,
-             a.slice_model, a.options, a.device)
-
-
-def _infer(a):
-    from .steps import infer
-
-    g = infer(a.model, a.input, a.output, geometry=a.geometry, keep_real_slices=a.keep_real_slices,
-              device=a.device, slice_axis=a.slice_axis, data_consistency=a.data_consistency,
-              uncertainty=a.uncertainty, echo=a.echo, target_spacing_mm=a.target_spacing,
-              output_dtype=a.output_dtype)
-    print(f"{a.input} -> {a.output}: x{g.ratio:.4g} along axis {g.slice_axis}, "
-          f"{g.spacing_mm:.4g} mm -> {g.target_spacing_mm:.4g} mm")
-
-
-def _eclare(a):
-    from .peer import run_eclare
-
-    run_eclare(a.image, a.geometry, a.out, command=a.command, slice_model=a.slice_model, n_patches=a.n_patches,
-               batch_size=a.batch_size, device=a.device, threads=a.threads or 1)
-
-
-def _bench_table(a):
-    from .benchtable import markdown, run_table
-
-    rows = [row for d in a.runs for row in run_table(d)]
-    text = markdown(rows)
-    print(text, end="")
-    if a.out:
-        from pathlib import Path
-
-        from .io import atomic_path
-
-        with atomic_path(a.out) as tmp:
-            Path(tmp).write_text(text)
+def _name_path(text: str) -> tuple[str, str]:
+    """NAME=PATH, as --losses and --uncertainty take them."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"takes NAME=PATH, got {text!r}")
+    return name, path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,31 +46,44 @@ def build_parser() -> argparse.ArgumentParser:
                                help="at most this many CPU threads for torch (default: torch's choice); "
                                     "training uses fewer while other processes hold cores")
 
-    def step(name: str, func, help: str, torch: bool = False) -> argparse.ArgumentParser:
-        s = sub.add_parser(name, help=help, description=help, parents=[torch_options if torch else common])
+    # arguments several steps share
+    prepared = argparse.ArgumentParser(add_help=False)
+    prepared.add_argument("--image", required=True, help="prepared LR volume (input/<subject>.nii.gz)")
+    prepared.add_argument("--geometry", required=True, help="its geometry record (input/<subject>.json)")
+    training = argparse.ArgumentParser(add_help=False)
+    training.add_argument("--images", nargs="+", required=True, help="prepared LR volumes")
+    training.add_argument("--geometries", nargs="+", required=True, help="their geometry records")
+    training.add_argument("--settings", help="JSON file of the network's settings (the config schema's "
+                                             "vae.train or sr.train); default: all defaults")
+    training.add_argument("--checkpoint", required=True, help="training checkpoint; training resumes from it")
+    training.add_argument("--loss-csv", required=True, help="loss log (CSV)")
+    training.add_argument("--out", required=True, help="model file")
+
+    def step(name: str, func, help: str, torch: bool = False, parents=()) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help, parents=[torch_options if torch else common, *parents])
         s.set_defaults(func=func)
         return s
 
-    slice_model = dict(choices=["gaussian", "box", "skip"], default="gaussian",
+    slice_model = dict(choices=SLICE_MODELS, default="gaussian",
                        help="slice profile of the acquisition: gaussian (FWHM = thickness), box, or skip "
                             "(no blur, slices picked) (default: gaussian)")
 
-    s = step("fetch-demo", _fetch_demo, "download the real-knee demo (PyPI mskt==0.1.22) and extract its DICOM series")
+    s = step("fetch-demo", commands.fetch_demo, "download the real-knee demo (PyPI mskt==0.1.22) and extract its DICOM series")
     s.add_argument("--out", required=True, help="folder for the DICOM files")
     s.add_argument("--cache", required=True, help="folder that keeps the downloaded archive")
 
-    s = step("fetch-ch2", _fetch_ch2, "copy the Colin27 ground truth ch2.nii.gz (Debian mricron-data)")
+    s = step("fetch-ch2", commands.fetch_ch2, "copy the Colin27 ground truth ch2.nii.gz (Debian mricron-data)")
     s.add_argument("--out", required=True, help="where to write ch2.nii.gz")
     s.add_argument("--system-path", default="/usr/share/mricron/templates/ch2.nii.gz",
                    help="the installed copy, used when present (default: %(default)s)")
 
-    s = step("simulate", _simulate, "simulate a thick-slice scan from a high-resolution ground truth")
+    s = step("simulate", commands.simulate, "simulate a thick-slice scan from a high-resolution ground truth")
     s.add_argument("--truth", required=True, help="the high-resolution volume")
     s.add_argument("--out-lr", required=True, help="the simulated thick-slice scan (NIfTI)")
     s.add_argument("--out-truth", required=True, help="the truth cropped to the output grid (NIfTI)")
     s.add_argument("--axis", type=int, required=True, choices=[0, 1, 2], help="slice axis")
     s.add_argument("--factor", type=int, required=True, help="keep every FACTOR-th slice")
-    s.add_argument("--profile", choices=["gaussian", "box", "skip"], default="gaussian",
+    s.add_argument("--profile", choices=SLICE_MODELS, default="gaussian",
                    help="slice profile (default: gaussian)")
     s.add_argument("--fwhm", type=float, required=True, help="slice thickness (profile width) in mm")
     s.add_argument("--target-spacing", type=float, metavar="MM",
@@ -269,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Rician noise on the thick slices, standard deviation in percent of the truth's 99th "
                         "intensity percentile (default: 0, none)")
 
-    s = step("prepare", _prepare, "read a scan; write its volume, geometry record and foreground mask")
+    s = step("prepare", commands.prepare, "read a scan; write its volume, geometry record and foreground mask")
     s.add_argument("--input", required=True, help="NIfTI, NRRD, MHA or a DICOM series folder")
     s.add_argument("--echo", type=int, help="1-based echo of a multi-echo DICOM series")
     s.add_argument("--slice-axis", type=int, choices=[0, 1, 2],
@@ -287,17 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-geometry", required=True, help="its geometry record (JSON)")
     s.add_argument("--out-mask", required=True, help="its foreground mask (NIfTI)")
 
-    s = step("upsample", _upsample, "interpolate along the slice axis onto the output grid")
-    s.add_argument("--method", choices=["linear", "cubic"], required=True, help="linear, or cubic B-spline")
-    s.add_argument("--image", required=True, help="prepared LR volume (input/<subject>.nii.gz)")
-    s.add_argument("--geometry", required=True, help="its geometry record (input/<subject>.json)")
+    s = step("upsample", commands.upsample, "interpolate along the slice axis onto the output grid", parents=[prepared])
+    s.add_argument("--method", choices=INTERPOLATION_METHODS, required=True, help="linear, or cubic B-spline")
     s.add_argument("--out", required=True, help="output NIfTI")
 
-    s = step("evaluate", _evaluate, "metrics of one output (PSNR and SSIM when a truth is given)")
-    s.add_argument("--output", required=True, help="the method's output volume")
-    s.add_argument("--image", required=True, help="the prepared LR volume it was made from")
-    s.add_argument("--geometry", required=True, help="its geometry record")
-    s.add_argument("--mask", required=True, help="its foreground mask")
+    s = step("evaluate", commands.evaluate, "metrics of one output (PSNR and SSIM when a truth is given)",
+             parents=[prepared])
+    s.add_argument("--output", required=True, help="the method's output volume, made from --image")
+    s.add_argument("--mask", required=True, help="the prepared volume's foreground mask")
     s.add_argument("--subject", required=True, help="subject name, for the row")
     s.add_argument("--method", required=True, help="method name, for the row")
     s.add_argument("--truth", help="ground truth volume, on any grid")
@@ -306,32 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the row (JSON)")
     s.add_argument("--qc", help="also write the per-scan QC entry (JSON) here")
 
-    s = step("bids-samples", _bids_samples, "write a sample sheet from a BIDS dataset: every "
+    s = step("bids-samples", commands.bids_samples, "write a sample sheet from a BIDS dataset: every "
                                             "sub-*/[ses-*/]anat/*_<suffix>.nii[.gz], thickness from the sidecars")
     s.add_argument("root", help="the BIDS dataset's root folder")
     s.add_argument("--suffix", default="T2w", help="the scans' BIDS suffix (default: T2w)")
     s.add_argument("--out", required=True, help="the sample sheet (TSV) to write")
 
-    s = step("bids-export", _bids_export, "a run's outputs as a BIDS derivatives dataset, with one sidecar each")
+    s = step("bids-export", commands.bids_export, "a run's outputs as a BIDS derivatives dataset, with one sidecar each")
     s.add_argument("--folder", required=True, help="the derivatives dataset's folder")
     s.add_argument("--entries", required=True,
-                   help="JSON list of {subject, method, output, geometry, model, source}, one per output")
+                   help="JSON file: a list of {subject, method, output, geometry, model, source}, one per output")
     s.add_argument("--suffix", default="T2w", help="BIDS suffix of the outputs (default: T2w)")
     s.add_argument("--slice-model", **slice_model)
     s.add_argument("--source-dataset", help="the BIDS dataset the scans came from, if any")
 
-    s = step("collect", _collect, "gather metric rows into metrics.csv and a per-method summary")
+    s = step("collect", commands.collect, "gather metric rows into metrics.csv and a per-method summary")
     s.add_argument("rows", nargs="+", help="rows written by evaluate")
     s.add_argument("--out", required=True, help="metrics.csv")
     s.add_argument("--summary-csv", required=True, help="mean and sd per method (CSV)")
     s.add_argument("--summary-md", required=True, help="the same as a Markdown table")
     s.add_argument("--skipped", nargs="*", default=[], help="'METHOD: why' of each method that did not run")
 
-    s = step("collect-qc", _collect_qc, "gather the per-scan QC entries of a run into one table")
+    s = step("collect-qc", commands.collect_qc, "gather the per-scan QC entries of a run into one table")
     s.add_argument("entries", nargs="+", help="QC entries written by evaluate --qc")
     s.add_argument("--out", required=True, help="qc.csv")
 
-    s = step("figure", _figure,
+    s = step("figure", commands.figure,
              "a figure of a run: reformats, errors, uncertainty, profile, pipeline, metrics, training")
     s.add_argument("--kind", choices=["reformats", "errors", "uncertainty", "profile", "pipeline", "metrics",
                                       "training"],
@@ -343,63 +163,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", help="ground truth volume, on any grid")
     s.add_argument("--synthetic", help="pipeline: the VAE-synthesized HR volume")
     s.add_argument("--degraded", help="pipeline: the synthetic HR degraded onto the LR grid")
-    s.add_argument("--uncertainty", nargs="+", metavar="METHOD=NIFTI",
+    s.add_argument("--uncertainty", nargs="+", metavar="METHOD=NIFTI", type=_name_path,
                    help="uncertainty: the uncertainty map of a method's output (infer --uncertainty), on its grid, "
                         "e.g. sr_vae=results/run/sr_vae/s_uncertainty.nii.gz")
     s.add_argument("--qc", nargs="+", metavar="JSON",
                    help="QC entries of the subject's outputs (evaluate --qc): summarised under the title")
     s.add_argument("--metrics", help="metrics: the run's metrics.csv")
-    s.add_argument("--losses", nargs="+", help="training: NAME=CSV loss logs, e.g. vae=models/vae_loss.csv")
+    s.add_argument("--losses", nargs="+", type=_name_path, metavar="NAME=CSV",
+                   help="training: loss logs, e.g. vae=models/vae_loss.csv")
     s.add_argument("--title", default="", help="title above the figure")
     s.add_argument("--out", required=True, help="output PNG")
 
-    s = step("train-vae", _train_vae, "stage 1: train the slice VAE on every subject's real LR scan", torch=True)
-    s.add_argument("--images", nargs="+", required=True, help="prepared LR volumes")
-    s.add_argument("--geometries", nargs="+", required=True, help="their geometry records")
-    s.add_argument("--options", help="VAE settings as a JSON object (see the config schema, key 'vae.train')")
-    s.add_argument("--checkpoint", required=True, help="training checkpoint; training resumes from it")
-    s.add_argument("--loss-csv", required=True, help="loss log (CSV)")
-    s.add_argument("--out", required=True, help="model file")
+    step("train-vae", commands.train_vae, "stage 1: train the slice VAE on every subject's real LR scan", torch=True,
+         parents=[training])
 
-    s = step("synthesize", _synthesize, "stage 1: the VAE's synthetic thin-slice volume of one subject", torch=True)
+    s = step("synthesize", commands.synthesize, "stage 1: the VAE's synthetic thin-slice volume of one subject",
+             torch=True, parents=[prepared])
     s.add_argument("--model", required=True, help="VAE model file (train-vae --out)")
-    s.add_argument("--image", required=True, help="prepared LR volume")
-    s.add_argument("--geometry", required=True, help="its geometry record")
-    s.add_argument("--interpolation", choices=["cubic", "linear", "slerp"], default="cubic",
+    s.add_argument("--interpolation", choices=INTERPOLATIONS, default="cubic",
                    help="latent path between the real slices: a cubic B-spline through all of them, or "
                         "linear / spherical between neighbours (default: cubic)")
-    s.add_argument("--synthesis", choices=["residual", "decoded", "kept"], default="residual",
+    s.add_argument("--synthesis", choices=SYNTHESES, default="residual",
                    help="residual: the decoded path plus the real slices' interpolated reconstruction errors "
                         "(real slices exact, one texture); decoded: the decoded path alone; kept: decoded, "
                         "real slices put back (default: residual)")
     s.add_argument("--out", required=True, help="output NIfTI")
 
-    s = step("output-grid", _output_grid, "sample a volume on a subject's working grid (a synthetic volume) "
+    s = step("output-grid", commands.output_grid, "sample a volume on a subject's working grid (a synthetic volume) "
                                           "onto its output grid")
     s.add_argument("--image", required=True, help="volume on the working grid (synthesize --out)")
     s.add_argument("--geometry", required=True, help="the subject's geometry record")
     s.add_argument("--out", required=True, help="output NIfTI")
 
-    s = step("degrade", _degrade, "stage 2: degrade a synthetic volume onto the real LR grid")
+    s = step("degrade", commands.degrade, "stage 2: degrade a synthetic volume onto the real LR grid")
     s.add_argument("--hr", required=True, help="synthetic thin-slice volume")
     s.add_argument("--geometry", required=True, help="geometry record of the real scan")
     s.add_argument("--slice-model", **slice_model)
     s.add_argument("--out", required=True, help="output NIfTI")
 
-    s = step("train-sr", _train_sr, "stage 2: train the SR network on degraded/HR pairs", torch=True)
-    s.add_argument("--source", choices=["vae", "self", "supervised", "both"], required=True,
+    s = step("train-sr", commands.train_sr, "stage 2: train the SR network on degraded/HR pairs", torch=True,
+             parents=[training])
+    s.add_argument("--source", choices=PAIR_SOURCES, required=True,
                    help="vae: synthetic volumes (the paper); self: the scans' in-plane axes; "
                         "supervised: ground truths (upper bound); both: vae + self")
-    s.add_argument("--images", nargs="+", required=True, help="prepared LR volumes")
-    s.add_argument("--geometries", nargs="+", required=True, help="their geometry records")
     s.add_argument("--targets", nargs="*", help="HR volumes (synthetic or truth), one per image")
     s.add_argument("--slice-model", **slice_model)
-    s.add_argument("--options", help="SR settings as a JSON object (see the config schema, key 'sr.train')")
-    s.add_argument("--checkpoint", required=True, help="training checkpoint; training resumes from it")
-    s.add_argument("--loss-csv", required=True, help="loss log (CSV)")
-    s.add_argument("--out", required=True, help="model file")
 
-    s = step("infer", _infer, "apply a trained SR model to a scan: thinslice infer --model M in.nii.gz out.nii.gz",
+    s = step("infer", commands.infer, "apply a trained SR model to a scan: thinslice infer --model M in.nii.gz out.nii.gz",
              torch=True)
     s.add_argument("--model", required=True, help="SR model file (train-sr --out)")
     s.add_argument("input", help="NIfTI, NRRD, MHA, or a prepared volume with --geometry")
@@ -423,17 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correct the output so that, re-acquired with the model's slice model, it gives back "
                         "the real slices (least squares along the slice axis) (default: no)")
 
-    s = step("eclare", _eclare, "the ECLARE peer method on a prepared scan (runs the separate run-eclare)",
-             torch=True)
-    s.add_argument("--image", required=True, help="prepared LR volume (input/<subject>.nii.gz)")
-    s.add_argument("--geometry", required=True, help="its geometry record")
+    s = step("eclare", commands.eclare, "the ECLARE peer method on a prepared scan (runs the separate run-eclare)",
+             torch=True, parents=[prepared])
     s.add_argument("--out", required=True, help="output NIfTI on the output grid")
     s.add_argument("--command", default="run-eclare", help="ECLARE's command (default: run-eclare on PATH)")
     s.add_argument("--slice-model", **slice_model)
     s.add_argument("--n-patches", type=int, default=1_000_000, help="training patches (default: ECLARE's 1000000)")
     s.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")
 
-    s = step("bench-table", _bench_table, "print the benchmark table of finished runs")
+    s = step("bench-table", commands.bench_table, "print the benchmark table of finished runs")
     s.add_argument("runs", nargs="+", help="run folders, e.g. results/ch2-z4")
     s.add_argument("--out", help="also write the table (Markdown) here")
     return p

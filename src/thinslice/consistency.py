@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .degrade import FWHM_PER_SIGMA, SLICE_MODELS, degrade
+from .degrade import FWHM_PER_SIGMA, degrade
+from .settings import SLICE_MODELS
 from .metrics import psnr
 
 # The PSNR of a perfect re-acquisition is infinite; it is reported as this.

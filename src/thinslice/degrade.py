@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-SLICE_MODELS = ("gaussian", "box", "skip")
+from .settings import SLICE_MODELS
+
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 

@@ -1,5 +1,7 @@
 """Read one DICOM MR series (one folder) into a Volume with a RAS+ affine.
 
+Headers are scanned with pydicom: thinslice picks the echo, orders the slices and checks the
+geometry itself. GDCM (through SimpleITK) decodes the pixels of the chosen files, in that order.
 Only geometry leaves this module: the returned metadata dict holds slice thickness,
 echo times, the echo used and the slice count, never names, dates or UIDs.
 
@@ -17,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileMetaDataset
+import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import ThinsliceError
 from .volume import Volume
 
-__all__ = ["read_dicom_series", "list_echoes"]
+__all__ = ["read_dicom_series"]
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _ECHO_DECIMALS = 3  # echo times are grouped after rounding to 1e-3 ms
@@ -44,7 +45,7 @@ class _Header:
     """Geometry of one DICOM file, read without pixel data."""
 
     path: Path
-    force: bool  # file lacks the 128-byte preamble and was read with force=True
+    syntax: str  # transfer syntax, named in decoding errors
     series_uid: str | None
     echo_time: float | None  # ms, rounded to _ECHO_DECIMALS
     iop: np.ndarray  # (6,) row cosine then column cosine, LPS
@@ -63,10 +64,10 @@ def _fail(folder: Path, problem: str, fix: str) -> ThinsliceError:
     return ThinsliceError(_one_line(f"DICOM folder {folder}: {problem}; {fix}"))
 
 
-def _read_header(path: Path) -> tuple[pydicom.Dataset, bool] | None:
+def _read_header(path: Path) -> pydicom.Dataset | None:
     """Header of `path` without pixels, or None when the file is not DICOM."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True), False
+        return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         pass  # no "DICM" preamble: may still be a bare dataset, tried below
     except Exception as exc:  # has the DICOM magic but is broken
@@ -81,7 +82,7 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset, bool] | None:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         if "SOPClassUID" in ds and "ImagePositionPatient" in ds and "Rows" in ds:
-            return ds, True
+            return ds
     except Exception:
         pass
     return None
@@ -113,14 +114,16 @@ def _optional_float(ds: pydicom.Dataset, keyword: str) -> float | None:
         return None
 
 
-def _parse(ds: pydicom.Dataset, path: Path, force: bool, folder: Path) -> _Header:
+def _parse(ds: pydicom.Dataset, path: Path, folder: Path) -> _Header:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
+    # GDCM inverts MONOCHROME1 pixels for display, which would change the stored signal;
+    # MR scanners write MONOCHROME2.
+    if photometric != "MONOCHROME2" or samples != 1:
         raise _fail(
             folder,
-            f"file {path.name} is a colour image ({photometric}, SamplesPerPixel {samples})",
-            "thinslice reads greyscale MR only (MONOCHROME1/2, one sample per pixel)",
+            f"file {path.name} is not a MONOCHROME2 greyscale image ({photometric}, SamplesPerPixel {samples})",
+            "thinslice reads greyscale MR only: export the series as MONOCHROME2, one sample per pixel",
         )
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise _fail(
@@ -146,9 +149,10 @@ def _parse(ds: pydicom.Dataset, path: Path, force: bool, folder: Path) -> _Heade
         )
     echo = _optional_float(ds, "EchoTime")
     uid = ds.get("SeriesInstanceUID")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return _Header(
         path=path,
-        force=force,
+        syntax=getattr(syntax, "name", None) or "not stated",
         series_uid=str(uid) if uid else None,
         echo_time=None if echo is None else round(echo, _ECHO_DECIMALS),
         iop=iop,
@@ -172,14 +176,13 @@ def _scan(folder: str | Path) -> tuple[Path, list[_Header]]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        read = _read_header(path)
-        if read is None:
+        ds = _read_header(path)
+        if ds is None:
             continue  # not DICOM (e.g. a README); fine as long as other files are
-        ds, force = read
         sop_class = getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
         if sop_class == _DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
             continue  # a DICOMDIR index, not an image
-        headers.append(_parse(ds, path, force, folder))
+        headers.append(_parse(ds, path, folder))
     if not headers:
         raise _fail(
             folder,
@@ -198,15 +201,6 @@ def _echo_times(headers: list[_Header], folder: Path) -> list[float]:
             "one series per folder: move the other files out",
         )
     return sorted(t for t in times if t is not None)
-
-
-def list_echoes(folder: str | Path) -> list[float]:
-    """Sorted distinct EchoTime values (ms, rounded to 1e-3) of the DICOM files in `folder`.
-
-    An empty list means no file has an EchoTime: the folder is treated as one echo.
-    """
-    folder, headers = _scan(folder)
-    return _echo_times(headers, folder)
 
 
 def _check_same(values: list, name: str, folder: Path, same) -> None:
@@ -332,10 +326,7 @@ def read_dicom_series(folder: str | Path, echo: int | None = None) -> tuple[Volu
             "resample to an orthogonal stack before using thinslice",
         )
 
-    data = np.empty((first.columns, first.rows, len(chosen)), dtype=np.float32)
-    for k, h in enumerate(chosen):
-        data[:, :, k] = _pixels(h, folder).T  # pixel_array is (rows, cols) = (j, i)
-
+    data = _decode(chosen, folder)
     row_step, col_step = first.pixel_spacing  # DICOM order: between rows, between columns
     lps = np.eye(4)
     lps[:3, 0] = row_cos * col_step  # i walks along a row: one column per step
@@ -354,48 +345,31 @@ def read_dicom_series(folder: str | Path, echo: int | None = None) -> tuple[Volu
     return Volume(data, affine), meta
 
 
-def _infer_transfer_syntax(ds: pydicom.Dataset) -> None:
-    """Bare datasets (no file meta) are uncompressed; pydicom needs the syntax named."""
-    if getattr(ds, "file_meta", None) is None:
-        ds.file_meta = FileMetaDataset()
-    if "TransferSyntaxUID" not in ds.file_meta:
-        implicit, little = ds.original_encoding
-        if implicit:
-            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        else:
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-
-
-def _pixels(h: _Header, folder: Path) -> np.ndarray:
-    """Modality values of one slice, float64 array of shape (rows, columns).
-
-    MONOCHROME1 values are kept as stored: inversion is a display convention.
-    """
-    ds = None
+def _decode(chosen: list[_Header], folder: Path) -> np.ndarray:
+    """Modality values (RescaleSlope/Intercept applied per file), float32 (columns, rows, slices)."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(h.path) for h in chosen])  # thinslice's slice order, kept as given
+    reader.SetOutputPixelType(sitk.sitkFloat64)  # rescaled values exactly, before the float32 cast
+    # The spacing was checked above, with a tolerance for positions stored rounded; ITK's own
+    # check would warn about such stacks on stderr.
+    reader.SetSpacingWarningRelThreshold(float("inf"))
     try:
-        ds = pydicom.dcmread(h.path, force=h.force)
-        _infer_transfer_syntax(ds)
-        arr = ds.pixel_array
-    except Exception as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        image = reader.Execute()
+    except RuntimeError as exc:
+        bad = next((h for h in chosen if not _decodes(h.path)), chosen[0])  # the file GDCM rejects
+        reason = str(exc).strip().splitlines()[-1].split("): ")[-1]  # "ITK ERROR: GDCMImageIO(0x..): why"
         raise _fail(
             folder,
-            f"cannot decode pixel data of {h.path.name} "
-            f"(transfer syntax {syntax}; {type(exc).__name__}: {exc})",
-            "convert the series to uncompressed DICOM (e.g. gdcmconv --raw) "
-            "or install the matching pydicom decoder plugin",
+            f"cannot decode the pixel data of {bad.path.name} (transfer syntax {bad.syntax}; GDCM: {reason})",
+            "re-export the series, or convert it to uncompressed DICOM (e.g. gdcmconv --raw)",
         ) from exc
-    if arr.shape != (h.rows, h.columns):
-        raise _fail(
-            folder,
-            f"pixel data of {h.path.name} has shape {arr.shape}, header says {h.rows}x{h.columns}",
-            "the file is damaged or multi-frame; re-export the series",
-        )
-    slope = _optional_float(ds, "RescaleSlope")
-    intercept = _optional_float(ds, "RescaleIntercept")
-    out = arr.astype(np.float64)
-    if slope is not None:
-        out *= slope
-    if intercept is not None:
-        out += intercept
-    return out
+    # SimpleITK's array is (slice, row, column) = (k, j, i)
+    return np.ascontiguousarray(sitk.GetArrayViewFromImage(image).transpose(2, 1, 0), dtype=np.float32)
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        sitk.ReadImage(str(path))
+        return True
+    except RuntimeError:
+        return False

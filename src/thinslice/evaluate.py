@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -12,8 +11,10 @@ import numpy as np
 from .consistency import consistency_psnr
 from .geometry import Geometry
 from .interpolate import nearest_upsample
-from .io import atomic_path, read_nifti
-from .metrics import TRUTH_THRESHOLD, compare, periodic_artifact, resample_to, through_plane_sharpness
+from .io import atomic_path, read_nifti, write_json, write_table
+from .metrics import TRUTH_FRACTION, compare, periodic_artifact, through_plane_sharpness
+from .normalize import above_fraction
+from .resample import resample_to
 from .slice_profile import profile_mismatch
 
 # Above this, the texture of the output slices repeats every r slices visibly (cubic on real scans: 1.1-1.4).
@@ -34,7 +35,7 @@ def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str
     fg = read_nifti(mask).data > 0.5
     fg_out = nearest_upsample(fg, axis, ratio)
     row = {"subject": subject, "method": method, "psnr": math.nan, "ssim": math.nan, "ssim_fg": math.nan,
-           "sharpness": through_plane_sharpness(geom.normalize(out.data), axis, fg_out),
+           "sharpness": through_plane_sharpness(geom.intensity.normalize(out.data), axis, fg_out),
            "periodic_artifact": periodic_artifact(out.data, axis, ratio, fg_out),
            "consistency_psnr": consistency_psnr(out.data, low.data, axis, ratio, slice_model, geom.thickness_mm,
                                                 geom.target_spacing_mm, fg)}
@@ -56,7 +57,7 @@ def uncertainty_scores(uncertainty: str | Path, output: str | Path, axis: int, f
               "uncertainty_error_spearman": math.nan}
     if truth:
         t, inside = resample_to(read_nifti(truth), out)
-        fg = np.moveaxis((t > TRUTH_THRESHOLD) & inside, axis, 0)
+        fg = np.moveaxis(above_fraction(t, TRUTH_FRACTION) & inside, axis, 0)
         err, u = np.moveaxis(np.abs(out.data - t), axis, 0), np.moveaxis(u, axis, 0)
         keep = [k for k in range(len(fg)) if fg[k].sum() >= 100]
         if len(keep) >= 3:
@@ -93,8 +94,7 @@ def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | P
 
 
 def write_row(row: dict, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(row, indent=2) + "\n")
+    write_json(path, row)
 
 
 def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path, summary_md: str | Path,
@@ -103,11 +103,7 @@ def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path
     `skipped` ("method: why" lines) are noted under the Markdown summary."""
     table = [json.loads(Path(p).read_text()) for p in rows]
     table.sort(key=lambda r: r["subject"])  # stable: methods keep the order they are given in
-    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
-        w.writeheader()
-        for r in table:
-            w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
+    write_table(out_csv, COLUMNS, ({k: _fmt(r.get(k)) for k in COLUMNS} for r in table))
     methods = list(dict.fromkeys(r["method"] for r in table))
     metrics = COLUMNS[2:]
     summary = []
@@ -121,11 +117,7 @@ def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path
             entry[f"{k}_sd"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
         summary.append(entry)
     fields = ["method", "n"] + [f"{k}_{s}" for k in metrics for s in ("mean", "sd")]
-    with atomic_path(summary_csv) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fields)
-        w.writeheader()
-        for e in summary:
-            w.writerow({k: _fmt(e[k]) for k in fields})
+    write_table(summary_csv, fields, ({k: _fmt(e[k]) for k in fields} for e in summary))
     lines = ["| method | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for e in summary:
         cells = [_pm(e[f"{k}_mean"], e[f"{k}_sd"], k) for k in metrics]
@@ -144,11 +136,8 @@ QC_COLUMNS = ["subject", "method", "consistency_psnr", "periodic_artifact", "fwh
 def collect_qc(entries: list[str | Path], out_csv: str | Path) -> None:
     """qc.csv: the per-scan QC entries of a run, one row per subject and method."""
     table = sorted((json.loads(Path(p).read_text()) for p in entries), key=lambda r: r["subject"])
-    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, QC_COLUMNS)
-        w.writeheader()
-        for r in table:
-            w.writerow({k: "; ".join(r[k]) if k == "warnings" else _fmt(r.get(k)) for k in QC_COLUMNS})
+    write_table(out_csv, QC_COLUMNS,
+                ({k: "; ".join(r[k]) if k == "warnings" else _fmt(r.get(k)) for k in QC_COLUMNS} for r in table))
 
 
 def _fmt(v):

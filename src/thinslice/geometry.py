@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import ThinsliceError
+from .normalize import Intensity
 
 # Relative tolerance for "spacing / target is an integer" (DICOM positions carry ~1e-4 noise).
 FACTOR_TOLERANCE = 1e-2
@@ -150,16 +151,15 @@ class Geometry:
         """What made an output, for its NIfTI header: method, slice axis, ratio and spacings."""
         return f"{method} axis {self.slice_axis} x{self.ratio:.4g} {self.spacing_mm:.4g}->{self.target_spacing_mm:.4g}mm"
 
-    def normalize(self, data: np.ndarray) -> np.ndarray:
-        return ((data - self.norm_low) / (self.norm_high - self.norm_low)).astype(np.float32)
-
-    def denormalize(self, data: np.ndarray) -> np.ndarray:
-        return (data * (self.norm_high - self.norm_low) + self.norm_low).astype(np.float32)
+    @property
+    def intensity(self) -> Intensity:
+        """The intensity scale recorded with the geometry when the scan was prepared."""
+        return Intensity(self.norm_low, self.norm_high)
 
     def save(self, path: str | Path) -> None:
-        from .io import atomic_path
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        from .io import write_json
+
+        write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> "Geometry":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -41,6 +43,34 @@ def atomic_path(path: str | Path):
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def read_json(path: str | Path | None, kind: type = dict, fix: str = "fix it"):
+    """The `kind` (dict or list) a JSON file holds (an empty one when no path is given), or a
+    one-line error that ends with what to do (`fix`)."""
+    if path is None:
+        return kind()
+    try:
+        value = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ThinsliceError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(value, kind):
+        raise ThinsliceError(f"{path}: holds a JSON {type(value).__name__}, not a {kind.__name__}; {fix}")
+    return value
+
+
+def write_json(path: str | Path, value, sort_keys: bool = False) -> None:
+    """`value` as indented JSON at `path`, written atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(value, indent=2, sort_keys=sort_keys) + "\n")
+
+
+def write_table(path: str | Path, columns: list[str], rows, delimiter: str = ",") -> None:
+    """A CSV (or, with delimiter "\t", TSV) of `rows` (dicts; missing keys are empty cells), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, delimiter=delimiter, lineterminator="\n", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _umask() -> int:

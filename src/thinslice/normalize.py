@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -26,6 +28,13 @@ def foreground_mask(data: np.ndarray) -> np.ndarray:
     return mask
 
 
+def above_fraction(data: np.ndarray, fraction: float) -> np.ndarray:
+    """Voxels above min + fraction x (99th percentile - min): a threshold relative to the image's
+    own range, so the same fraction means the same thing at any intensity scale."""
+    lo, hi = float(data.min()), float(np.percentile(data, 99))
+    return data > lo + fraction * (hi - lo)
+
+
 def robust_range(data: np.ndarray, mask: np.ndarray | None = None, low_pct: float = 0.5,
                  high_pct: float = 99.5, source: str = "input") -> tuple[float, float]:
     """(low, high) percentiles of the foreground: the map x -> (x - low) / (high - low)."""
@@ -34,3 +43,21 @@ def robust_range(data: np.ndarray, mask: np.ndarray | None = None, low_pct: floa
     if not high > low:
         raise ThinsliceError(f"{source}: image is constant ({low:g}); nothing to upsample")
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """A subject's intensity scale: x -> (x - low) / (high - low), its robust range onto [0, 1]."""
+
+    low: float
+    high: float
+
+    def normalize(self, data: np.ndarray) -> np.ndarray:
+        return ((data - self.low) / (self.high - self.low)).astype(np.float32)
+
+    def denormalize(self, data: np.ndarray) -> np.ndarray:
+        return (data * (self.high - self.low) + self.low).astype(np.float32)
+
+    def denormalize_spread(self, spread: np.ndarray) -> np.ndarray:
+        """A spread (standard deviation) of normalised values in input units: scale only."""
+        return spread * (self.high - self.low)

@@ -19,7 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from .degrade import SLICE_MODELS, degrade
+from .degrade import degrade
+from .settings import SLICE_MODELS
 from .errors import ThinsliceError
 from .interpolate import upsample
 

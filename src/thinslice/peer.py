@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ThinsliceError
-from .geometry import Geometry, output_affine, output_shape
+from .geometry import Geometry, output_shape
 from .io import read_nifti, save_volume
-from .metrics import resample_to
+from .resample import resample_to
 from .volume import Volume
 
 # thinslice slice models -> ECLARE's slice-profile names
@@ -73,8 +73,7 @@ def run_eclare(image: str, geometry: str, out: str, command: str = "run-eclare",
         if len(written) != 1:
             raise ThinsliceError(f"eclare: expected one *_eclare.nii.gz from '{command}', found {len(written)}")
         result = read_nifti(written[0])
-    grid = Volume(np.empty(output_shape(lr.shape, g.slice_axis, g.ratio), dtype=np.float32),
-                  output_affine(lr.affine, g.slice_axis, g.ratio))
+    grid = lr.refined(np.empty(output_shape(lr.shape, g.slice_axis, g.ratio), dtype=np.float32), g.slice_axis, g.ratio)
     data, inside = resample_to(result, grid, order=3)
     if not inside.all():
         print(f"warning: {int((~inside).sum())} output voxels lie outside ECLARE's volume; "

@@ -9,7 +9,7 @@ import numpy as np
 
 from .degrade import degrade
 from .errors import ThinsliceError
-from .geometry import Geometry, describe, lr_affine, output_shape
+from .geometry import Geometry, describe, output_shape
 from .io import load_volume, output_type, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .volume import Volume
@@ -97,10 +97,8 @@ def simulate(truth_path: str | Path, out_lr: str | Path, out_truth: str | Path, 
     n_out = output_shape(lr.shape, axis, factor / step)[axis]
     index = [slice(None)] * 3
     index[axis] = slice(0, (n_out - 1) * step + 1, step)
-    truth_affine = hr.affine.copy()
-    truth_affine[:3, axis] *= step
-    save_volume(Volume(lr, lr_affine(hr.affine, axis, factor)), out_lr)
-    save_volume(Volume(hr.data[tuple(index)], truth_affine), out_truth)
+    save_volume(hr.coarsened(lr, axis, factor), out_lr)
+    save_volume(hr.coarsened(hr.data[tuple(index)], axis, step), out_truth)
 
 
 def load_prepared(image: str | Path, geometry: str | Path) -> tuple[Volume, Geometry]:

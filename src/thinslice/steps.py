@@ -7,14 +7,13 @@ input's scale on output.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ThinsliceError
-from .geometry import Geometry, describe, lr_affine, output_affine
+from .geometry import Geometry, describe
 from .interpolate import upsample, working_to_output
 from .io import atomic_path, load_volume, output_type, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
@@ -23,18 +22,6 @@ from .volume import Volume
 
 # Relative mismatch of slice spacing or thickness under which a scan fits a model.
 FIT_TOLERANCE = 0.02
-
-
-def _options(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ThinsliceError(f"--options is not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise ThinsliceError("--options must be a JSON object")
-    return value
 
 
 def _live_loss_csv(checkpoint: str) -> Path:
@@ -51,19 +38,20 @@ def _copy(source: Path, target: str) -> None:
 # --------------------------------------------------------------------------- stage 1
 
 def train_vae(images: list[str], geometries: list[str], out: str, checkpoint: str, loss_csv: str,
-              options: str | None = None, device: str = "auto") -> None:
+              settings: dict | None = None, device: str = "auto") -> None:
     """One VAE for the cohort, on the in-plane slices of every subject's real LR scan."""
-    from .vae import VAEConfig, save_vae
-    from .vae import train_vae as train
+    from .settings import VAEConfig
+    from .vae import save_vae
+    from .vae_training import train_vae as train
 
     if len(images) != len(geometries):
         raise ThinsliceError("train-vae: give one --geometries file per --images file")
     volumes = []
     for image, geometry in zip(images, geometries):
         lr, g = load_prepared(image, geometry)
-        volumes.append(np.moveaxis(g.normalize(lr.data), g.slice_axis, 0))
+        volumes.append(np.moveaxis(g.intensity.normalize(lr.data), g.slice_axis, 0))
     live_csv = _live_loss_csv(checkpoint)
-    model = train(volumes, VAEConfig.from_dict(_options(options)), checkpoint, live_csv, device=device)
+    model = train(volumes, VAEConfig.from_dict(settings or {}), checkpoint, live_csv, device=device)
     save_vae(model, out)
     _copy(live_csv, loss_csv)
 
@@ -76,19 +64,19 @@ def synthesize(model: str, image: str, geometry: str, out: str, interpolation: s
     from .vae import synthesize as synth
 
     lr, g = load_prepared(image, geometry)
-    volume = np.moveaxis(g.normalize(lr.data), g.slice_axis, 0)
+    volume = np.moveaxis(g.intensity.normalize(lr.data), g.slice_axis, 0)
     hr = synth(load_vae(model), volume, g.factor, interpolation=interpolation, synthesis=synthesis,
                device=device)
     hr = np.moveaxis(hr, 0, g.slice_axis)
-    save_volume(Volume(g.denormalize(hr), output_affine(lr.affine, g.slice_axis, g.factor)), out)
+    save_volume(lr.refined(g.intensity.denormalize(hr), g.slice_axis, g.factor), out)
 
 
 def output_grid(image: str, geometry: str, out: str) -> None:
     """A volume on a subject's working grid (a synthetic volume) sampled onto its output grid."""
     vol, g = read_nifti(image), Geometry.load(geometry)
     data = working_to_output(vol.data, g.slice_axis, g.factor, g.ratio)
-    lr_aff = lr_affine(vol.affine, g.slice_axis, g.factor)
-    save_volume(Volume(data, output_affine(lr_aff, g.slice_axis, g.ratio)), out, g.output_description("vae"),
+    lr = vol.coarsened(np.empty(g.shape, np.float32), g.slice_axis, g.factor)
+    save_volume(lr.refined(data, g.slice_axis, g.ratio), out, g.output_description("vae"),
                 g.output_dtype)
 
 
@@ -101,7 +89,7 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
     lr = simulate(vol.data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.work_spacing_mm)
     if lr.shape != tuple(g.shape):
         raise ThinsliceError(f"{hr}: degrades to shape {lr.shape}, not the real LR grid {tuple(g.shape)}")
-    save_volume(Volume(lr, lr_affine(vol.affine, g.slice_axis, g.factor)), out)
+    save_volume(vol.coarsened(lr, g.slice_axis, g.factor), out)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -120,20 +108,21 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     for i, (image, geometry) in enumerate(zip(images, geometries)):
         lr, g = load_prepared(image, geometry)
         if source in ("self", "both"):
-            yield from self_pairs(g.normalize(lr.data), g.slice_axis, g.factor, slice_model,
+            yield from self_pairs(g.intensity.normalize(lr.data), g.slice_axis, g.factor, slice_model,
                                   g.thickness_mm, g.spacing_mm, g.in_plane_mm)
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
-            yield from synthetic_pairs(g.normalize(hr.data), g.slice_axis, g.factor, slice_model,
+            yield from synthetic_pairs(g.intensity.normalize(hr.data), g.slice_axis, g.factor, slice_model,
                                        g.thickness_mm, g.work_spacing_mm)
 
 
 def train_sr(source: str, images: list[str], geometries: list[str], targets: list[str], out: str,
-             checkpoint: str, loss_csv: str, slice_model: str = "gaussian", options: str | None = None,
+             checkpoint: str, loss_csv: str, slice_model: str = "gaussian", settings: dict | None = None,
              device: str = "auto") -> None:
     """One SR network for the cohort, trained on the pairs of `source`; writes the model file."""
-    from .sr import SRConfig, save_model
-    from .sr import train_sr as train
+    from .settings import SRConfig
+    from .sr import save_model
+    from .sr_training import train_sr as train
 
     if source in ("vae", "supervised", "both") and len(targets) != len(images):
         raise ThinsliceError(f"train-sr --source {source}: give one --targets file per --images file")
@@ -147,7 +136,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
         if abs(g.spacing_mm - spacing) > FIT_TOLERANCE * spacing or abs(g.thickness_mm - thickness) > FIT_TOLERANCE * thickness:
             raise ThinsliceError(f"{p}: slice spacing {g.spacing_mm:.3g} mm / thickness {g.thickness_mm:.3g} mm "
                                  f"differ from the cohort's {spacing:.3g} / {thickness:.3g} mm; train one model per protocol")
-    config = SRConfig.from_dict(_options(options))
+    config = SRConfig.from_dict(settings or {})
     outputs = {g.output_spacing_mm for g in geoms}
     meta = {"source": source, "factor": factors.pop(), "slice_model": slice_model,
             "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles",
@@ -173,7 +162,7 @@ def _apply(model, meta: dict, g: Geometry, lr_norm: np.ndarray, keep_real_slices
     The network works on the grid of the model's factor r; a non-integer ratio then samples
     the output grid from it (the spread linearly, so that it stays >= 0)."""
     from .consistency import make_consistent
-    from .sr import apply_sr, apply_sr_with_spread
+    from .sr_inference import apply_sr, apply_sr_with_spread
 
     axis, r = g.slice_axis, int(meta["factor"])
     up = upsample(lr_norm, axis, r, "cubic")
@@ -196,7 +185,7 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
                 target_spacing_mm: float | None = None) -> tuple[Volume, Geometry, Volume | None]:
     """A trained SR model applied to a scan: its output Volume (input intensities, on the
     scan's output grid), the scan's geometry and, with `spread`, the uncertainty map: the
-    per-voxel spread of predictions that should agree (sr.apply_sr_with_spread), or None.
+    per-voxel spread of predictions that should agree (sr_inference.apply_sr_with_spread), or None.
 
     `lr` has passed io.check_volume (load_volume checks every scan it reads). With `geometry`
     (inside the workflow) the prepared record is used; without it (a new scan) the slice axis
@@ -226,10 +215,9 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
         raise ThinsliceError(
             f"{source}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
             f"{spacing:.4g} mm slices (x{r} -> {spacing / r:.4g} mm); train a model for this protocol")
-    hr, sd = _apply(model, meta, g, g.normalize(lr.data), keep_real_slices, data_consistency, device, spread)
-    affine = output_affine(lr.affine, g.slice_axis, g.ratio)
-    spread_map = None if sd is None else Volume(sd * (g.norm_high - g.norm_low), affine)
-    return Volume(g.denormalize(hr), affine), g, spread_map
+    hr, sd = _apply(model, meta, g, g.intensity.normalize(lr.data), keep_real_slices, data_consistency, device, spread)
+    spread_map = None if sd is None else lr.refined(g.intensity.denormalize_spread(sd), g.slice_axis, g.ratio)
+    return lr.refined(g.intensity.denormalize(hr), g.slice_axis, g.ratio), g, spread_map
 
 
 def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import pickle
 import random
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,15 @@ def configure_device(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision networks run in on `device` (None: float32, on the CPU): bfloat16
+    where the GPU computes in it natively, else float16, whose training needs loss scaling
+    (torch.amp.GradScaler) to keep small gradients from vanishing."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -46,12 +55,16 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict | None:
-    """The checkpoint at `path`, or None when there is none yet."""
+    """The checkpoint or model file at `path`, or None when there is none yet. Read with torch's
+    safe loader: tensors and plain Python values only, so a file runs no code when loaded."""
     path = Path(path)
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:   # torch's advice to load it unsafely is not for thinslice's files
+        raise ThinsliceError(f"{path}: not a thinslice checkpoint, or one of an older thinslice that holds more "
+                             f"than tensors and plain values; delete it to start over") from None
     except Exception as exc:
         raise ThinsliceError(f"{path}: checkpoint cannot be read ({exc}); delete it to start over") from None
 
@@ -98,24 +111,18 @@ def load_resumable(path: str | Path, kind: str, fingerprint: str, config: dict,
 
 
 def rng_state() -> dict:
-    """Every random generator's state, so that a resumed run continues the same stream."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every random generator's state, so that a resumed run continues the same stream; numpy's
+    key array as a list, since the safe loader reads no numpy arrays."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [name, key.tolist(), pos, has_gauss, gauss],
             "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
-
-
-def config_from_dict(cls, settings: dict, section: str):
-    """A settings dataclass from a dict; unknown keys are an error naming `section`."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ThinsliceError(f"{section}: unknown setting(s) {unknown}; known: {sorted(known)}")
-    return cls(**settings)
 
 
 class LossLog:

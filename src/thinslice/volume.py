@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import lr_affine, output_affine
+
 
 @dataclass
 class Volume:
@@ -39,3 +41,12 @@ class Volume:
         """World coordinates (mm) of voxel indices, shape (..., 3)."""
         index = np.asarray(index, dtype=np.float64)
         return index @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def refined(self, data: np.ndarray, axis: int, ratio: float) -> "Volume":
+        """`data` on this grid made `ratio` times finer along `axis`, same origin: slice i of this
+        volume is index i*ratio there (a scan's output grid, or at an integer ratio its working grid)."""
+        return Volume(data, output_affine(self.affine, axis, ratio))
+
+    def coarsened(self, data: np.ndarray, axis: int, r: int) -> "Volume":
+        """`data` on the grid of every r-th slice of this volume along `axis`, slice 0 first."""
+        return Volume(data, lr_affine(self.affine, axis, r))

@@ -1,32 +1,59 @@
 # Configuration, sample sheet and path helpers shared by every rule file.
 
-import csv
 import json
+import math
 import os
 import re
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
+import jsonschema
+import pandas as pd
+import yaml
 from snakemake.logging import logger
-from snakemake.utils import validate
+
+# The workflow reads its method registry from its own source tree.
+sys.path.insert(0, str(Path(workflow.basedir, "src")))
+from thinslice import methods as registry  # noqa: E402
+
+SCHEMAS = Path(workflow.basedir, "workflow/schemas")
+
+
+def schema_error(schema_file, instance):
+    """The first error of `instance` against a schema, as (key path, message), or None."""
+    schema = yaml.safe_load((SCHEMAS / schema_file).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    return ".".join(str(k) for k in errors[0].absolute_path), errors[0].message
+
+
+def with_defaults(schema, value):
+    """`value` completed with the schema's defaults, nested objects included."""
+    if schema.get("type") != "object":
+        return value
+    value = dict(value)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in value and "default" in sub:
+            value[key] = sub["default"]
+        if key in value:
+            value[key] = with_defaults(sub, value[key])
+    return value
 
 
 def check_config(cfg):
-    """Fail on the first bad config value with one line naming its key."""
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        key = ".".join(str(k) for k in errors[0].absolute_path) or "(top level)"
-        raise ValueError(f"config key '{key}': {errors[0].message}; "
+    """The config validated once and completed with its defaults; the first bad value is one
+    line naming its key."""
+    error = schema_error("config.schema.yaml", cfg)
+    if error:
+        raise ValueError(f"config key '{error[0] or '(top level)'}': {error[1]}; "
                          f"see workflow/schemas/config.schema.yaml for allowed values")
+    return with_defaults(yaml.safe_load((SCHEMAS / "config.schema.yaml").read_text()), cfg)
 
 
-check_config(config)
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+config.update(check_config(config))
 
 RUN = config["run"]
 OUT = f"results/{RUN}"
@@ -55,37 +82,28 @@ shell.prefix(f"export PYTHONPATH={Path(workflow.basedir, 'src')}${{{{PYTHONPATH:
 FETCHABLE = {"resources/demo/MESE_T2_dicom_data", "resources/ch2.nii.gz"}
 
 
-def schema_error_line(exc):
-    """One line from a schema validation error: the offending column and the reason."""
-    text = str(exc)
-    reason = next((l.split(": ", 1)[1] for l in text.splitlines() if l.startswith("ValidationError: ")),
-                  text.splitlines()[0])
-    where = re.search(r"On instance\['([^']+)'\]", text)
-    return f"column '{where.group(1)}': {reason}" if where else reason
-
-
 def read_samples(path):
-    """Rows of the sample sheet (TSV) validated against its schema, keyed by subject."""
+    """Rows of the sample sheet (TSV) validated against its schema, keyed by subject; empty
+    cells are absent keys."""
     if not os.path.exists(path):
         raise ValueError(f"config key 'samples': sample sheet {path} does not exist; fix the path")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if any((v or "").strip() for v in r.values())]
-    if not rows:
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).map(str.strip)
+    sheet = sheet.loc[:, ~sheet.columns.str.startswith("Unnamed")]
+    sheet = sheet[(sheet != "").any(axis=1)]
+    if sheet.empty:
         raise ValueError(f"{path}: the sample sheet lists no subject")
+    schema = yaml.safe_load((SCHEMAS / "samples.schema.yaml").read_text())
     samples = {}
-    for n, row in enumerate(rows, start=2):
-        row = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
-        row = {k: v for k, v in row.items() if v not in ("", None, "NA")}
-        for key, cast in (("echo", int), ("slice_axis", int), ("slice_thickness", float)):
-            if key in row:
-                try:
-                    row[key] = cast(row[key])
-                except ValueError:
-                    raise ValueError(f"{path} line {n}: column '{key}' = {row[key]!r} is not a number") from None
-        try:
-            validate(row, schema="../schemas/samples.schema.yaml")
-        except Exception as exc:
-            raise ValueError(f"{path} line {n}: {schema_error_line(exc)}") from None
+    for n, row in zip(sheet.index + 2, sheet.to_dict("records")):  # line 1 is the header
+        row = {k: v for k, v in row.items() if v not in ("", "NA")}
+        for key in row.keys() & {"echo", "slice_axis", "slice_thickness"}:
+            try:
+                row[key] = int(row[key]) if schema["properties"][key]["type"] == "integer" else float(row[key])
+            except ValueError:
+                raise ValueError(f"{path} line {n}: column '{key}' = {row[key]!r} is not a number") from None
+        if error := schema_error("samples.schema.yaml", row):
+            where = f"column '{error[0]}': " if error[0] else ""
+            raise ValueError(f"{path} line {n}: {where}{error[1]}")
         if row["subject"] in samples:
             raise ValueError(f"{path} line {n}: subject '{row['subject']}' appears twice")
         for key in ("path", "truth"):
@@ -108,9 +126,10 @@ if config["figure"]["subject"] is not None and config["figure"]["subject"] not i
     raise ValueError(f"config key 'figure.subject': '{config['figure']['subject']}' is not a subject of "
                      f"the sample sheet {config['samples']}; choose one of {', '.join(SUBJECTS)}")
 SIMULATE = config["simulate"]["enabled"]
-if "sr_supervised" in config["methods"] and not (SIMULATE or all("truth" in r for r in SAMPLES.values())):
-    raise ValueError("config key 'methods': sr_supervised trains on ground truths; every subject needs one "
-                     "(simulate mode or a 'truth' column), or remove sr_supervised")
+for m in config["methods"]:
+    if registry.get(m).needs_truth and not (SIMULATE or all("truth" in r for r in SAMPLES.values())):
+        raise ValueError(f"config key 'methods': {m} trains on ground truths; every subject needs one "
+                         f"(simulate mode or a 'truth' column), or remove {m}")
 
 
 def eclare_missing():
@@ -135,6 +154,8 @@ if "eclare" in config["methods"] and (why := eclare_missing()):
 METHODS = [m for m in config["methods"] if m not in SKIPPED]
 if not METHODS:
     raise ValueError("config key 'methods': every method was skipped; " + "; ".join(SKIPPED.values()))
+# The report's description (workflow/report/workflow.rst) names the methods that ran.
+config["methods_run"] = METHODS
 
 
 def has_truth(subject):
@@ -185,18 +206,32 @@ def simulate_options(wildcards):
     return f"--target-spacing {config['target_spacing_mm']}" if config.get("target_spacing_mm") else ""
 
 
-def json_option(settings):
-    """A settings dict as one shell-quoted JSON argument."""
-    return shlex.quote(json.dumps(settings, sort_keys=True))
-
-
 def sr_targets(source):
-    """HR volumes an SR source trains on: synthetic (vae), ground truth (supervised), none (self)."""
-    if source in ("vae", "both"):
+    """HR volumes an SR pair source trains on: synthetic (VAE), ground truth, or none (self pairs)."""
+    method = next(m for m in registry.REGISTRY.values() if m.pairs == source)
+    if method.uses_vae:
         return [synthetic_output(s) for s in SUBJECTS]
-    if source == "supervised":
+    if method.needs_truth:
         return [truth_path(s) for s in SUBJECTS]
     return []
+
+
+# Settings the commands read from files, rewritten only when they change (a changed params
+# value reruns write_settings, and with it the jobs that read the file).
+SETTINGS = {
+    "vae_train": lambda: config["vae"]["train"],
+    "sr_train": lambda: config["sr"]["train"],
+    "bids_entries": lambda: bids_entries(),
+}
+
+
+def settings_file(name):
+    return f"{OUT}/settings/{name}.json"
+
+
+def write_settings_file(path, settings, log):
+    Path(path).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    Path(log).write_text(f"wrote {path}\n")
 
 
 def method_output(method, subject):
@@ -215,7 +250,7 @@ def uncertainty_output(method, subject):
 
 def sr_methods():
     """The run's SR methods: each output comes with an uncertainty map."""
-    return [m for m in METHODS if m.startswith("sr_")]
+    return [m for m in METHODS if registry.get(m).is_sr]
 
 
 def figure_uncertainty_maps():
@@ -245,11 +280,8 @@ def all_targets():
 
 def method_model(method):
     """The model file a method's outputs come from, or None (interpolation, the peer)."""
-    if method == "vae":
-        return f"{OUT}/models/vae.pt"
-    if method.startswith("sr_"):
-        return f"{OUT}/models/{method}.pt"
-    return None
+    model = registry.get(method).model
+    return f"{OUT}/models/{model}" if model else None
 
 
 def bids_entries():
@@ -260,13 +292,16 @@ def bids_entries():
 
 
 # Figures (workflow/rules/figures.smk): which ones a run draws depends on its methods and truths.
-# The drawing code is an input of every figure rule, so editing it redraws the figures only.
-FIGURE_CODE = str(Path(workflow.basedir, "src/thinslice/figures.py"))
+# The drawing code is an input of every figure rule, so editing it redraws the figures only:
+# the modules `thinslice figure` loads (tests/test_envs.py checks the list).
+FIGURE_MODULES = ["drawing", "errors", "figures", "geometry", "interpolate", "io", "methods", "normalize", "plots",
+                  "resample", "scene", "volume"]
+FIGURE_CODE = [str(Path(workflow.basedir, f"src/thinslice/{m}.py")) for m in FIGURE_MODULES]
 
 
 def uses_vae():
     """Whether the run synthesizes HR volumes with the stage-1 VAE."""
-    return any(m in METHODS for m in ("vae", "sr_vae", "sr_both"))
+    return any(registry.get(m).uses_vae for m in METHODS)
 
 
 def loss_logs():
@@ -275,9 +310,8 @@ def loss_logs():
     logs = {}
     if uses_vae():
         logs["vae"] = f"{OUT}/models/vae_loss.csv"
-    for m in METHODS:
-        if m.startswith("sr_"):
-            logs[m] = f"{OUT}/models/sr_{m[3:]}_loss.csv"
+    for m in sr_methods():
+        logs[m] = f"{OUT}/models/sr_{registry.get(m).pairs}_loss.csv"
     return logs
 
 
@@ -287,7 +321,7 @@ def figure_names():
     names.append("reformats")
     if has_truth(figure_subject()):
         names.append("errors")
-    if any(m.startswith("sr_") for m in METHODS):  # only SR outputs come with an uncertainty map
+    if sr_methods():  # only SR outputs come with an uncertainty map
         names.append("uncertainty")
     names += ["profile", "metrics"]
     if loss_logs():

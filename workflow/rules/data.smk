@@ -1,4 +1,5 @@
-# Data: fetch the public demo and benchmark data, simulate benchmark scans, prepare each subject.
+# Data: fetch the public demo and benchmark data, simulate benchmark scans, prepare each subject;
+# the settings files the training and export commands read.
 
 
 rule fetch_demo:
@@ -86,3 +87,17 @@ rule prepare:
     shell:
         "python -m thinslice prepare --input {input:q} {params.options} --out-image {output.image}"
         " --out-geometry {output.geometry} --out-mask {output.mask} --log {log:q}"
+
+
+rule write_settings:
+    output:
+        settings_file("{name}"),
+    wildcard_constraints:
+        name="|".join(SETTINGS),
+    params:
+        settings=lambda wc: SETTINGS[wc.name](),
+    log:
+        f"{LOGS}/settings/{{name}}.log",
+    localrule: True
+    run:
+        write_settings_file(output[0], params.settings, log[0])

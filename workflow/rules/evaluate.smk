@@ -68,11 +68,11 @@ rule bids_export:
         outputs=[e["output"] for e in bids_entries()],
         geometries=expand(f"{OUT}/input/{{subject}}.json", subject=SUBJECTS),
         models=sorted({e["model"] for e in bids_entries() if e["model"]}),
+        entries=settings_file("bids_entries"),
     output:
         f"{OUT}/bids/dataset_description.json",   # written last: the export is complete
     params:
         folder=lambda wc, output: os.path.dirname(output[0]),
-        entries=json_option(bids_entries()),
         suffix=config["bids"]["suffix"],
         slice_model=config["slice_model"],
         source=f"--source-dataset {shlex.quote(config['bids']['source_dataset'])}" if config["bids"]["source_dataset"] else "",
@@ -85,5 +85,5 @@ rule bids_export:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m thinslice bids-export --folder {params.folder:q} --entries {params.entries} --suffix {params.suffix}"
+        "python -m thinslice bids-export --folder {params.folder:q} --entries {input.entries:q} --suffix {params.suffix}"
         " --slice-model {params.slice_model} {params.source} --log {log:q}"

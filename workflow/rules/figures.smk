@@ -16,36 +16,9 @@ rule figures:
         figure_targets() + qc_figures(),
 
 
-rule figure_pipeline:
-    input:
-        unpack(figure_volumes),
-        synthetic=lambda wc: synthetic_output(figure_subject()),
-        degraded=lambda wc: f"{OUT}/degraded/{figure_subject()}.nii.gz",
-        code=FIGURE_CODE,
-    output:
-        report(f"{OUT}/figures/pipeline.png", caption="../report/pipeline.rst", category="Figures",
-               labels={"figure": "pipeline"}),
-    params:
-        kind="pipeline",
-        methods=" ".join(METHODS),
-        truth=figure_truth_option,
-        extra=lambda wc, input: f"--synthetic {shlex.quote(input.synthetic)} --degraded {shlex.quote(input.degraded)}",
-        title=lambda wc: figure_title(),
-    log:
-        f"{LOGS}/figures/pipeline.log",
-    benchmark:
-        f"{OUT}/benchmarks/figures/pipeline.tsv"
-    conda:
-        "../../envs/figures.yaml"
-    threads: 1
-    resources:
-        mem_mb=6000,
-        runtime=20,
-    shell:
-        FIGURE_SHELL
-
-
 rule figure_reformats:
+    # The figures drawn on one subject share this rule's shape; the others differ in what
+    # follows `with:`.
     input:
         unpack(figure_volumes),
         code=FIGURE_CODE,
@@ -72,10 +45,7 @@ rule figure_reformats:
         FIGURE_SHELL
 
 
-rule figure_errors:
-    input:
-        unpack(figure_volumes),
-        code=FIGURE_CODE,
+use rule figure_reformats as figure_errors with:
     output:
         report(f"{OUT}/figures/errors.png", caption="../report/errors.rst", category="Figures",
                labels={"figure": "errors"}),
@@ -89,17 +59,46 @@ rule figure_errors:
         f"{LOGS}/figures/errors.log",
     benchmark:
         f"{OUT}/benchmarks/figures/errors.tsv"
-    conda:
-        "../../envs/figures.yaml"
-    threads: 1
-    resources:
-        mem_mb=6000,
-        runtime=20,
-    shell:
-        FIGURE_SHELL
 
 
-rule figure_uncertainty:
+use rule figure_reformats as figure_profile with:
+    output:
+        report(f"{OUT}/figures/profile.png", caption="../report/profile.rst", category="Figures",
+               labels={"figure": "profile"}),
+    params:
+        kind="profile",
+        methods=" ".join(METHODS),
+        truth=figure_truth_option,
+        extra="",
+        title=lambda wc: figure_title(),
+    log:
+        f"{LOGS}/figures/profile.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/profile.tsv"
+
+
+use rule figure_reformats as figure_pipeline with:
+    input:
+        unpack(figure_volumes),
+        synthetic=lambda wc: synthetic_output(figure_subject()),
+        degraded=lambda wc: f"{OUT}/degraded/{figure_subject()}.nii.gz",
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/pipeline.png", caption="../report/pipeline.rst", category="Figures",
+               labels={"figure": "pipeline"}),
+    params:
+        kind="pipeline",
+        methods=" ".join(METHODS),
+        truth=figure_truth_option,
+        extra=lambda wc, input: f"--synthetic {shlex.quote(input.synthetic)} --degraded {shlex.quote(input.degraded)}",
+        title=lambda wc: figure_title(),
+    log:
+        f"{LOGS}/figures/pipeline.log",
+    benchmark:
+        f"{OUT}/benchmarks/figures/pipeline.tsv"
+
+
+use rule figure_reformats as figure_uncertainty with:
     input:
         unpack(figure_volumes),
         maps=lambda wc: list(figure_uncertainty_maps().values()),
@@ -118,41 +117,6 @@ rule figure_uncertainty:
         f"{LOGS}/figures/uncertainty.log",
     benchmark:
         f"{OUT}/benchmarks/figures/uncertainty.tsv"
-    conda:
-        "../../envs/figures.yaml"
-    threads: 1
-    resources:
-        mem_mb=6000,
-        runtime=20,
-    shell:
-        FIGURE_SHELL
-
-
-rule figure_profile:
-    input:
-        unpack(figure_volumes),
-        code=FIGURE_CODE,
-    output:
-        report(f"{OUT}/figures/profile.png", caption="../report/profile.rst", category="Figures",
-               labels={"figure": "profile"}),
-    params:
-        kind="profile",
-        methods=" ".join(METHODS),
-        truth=figure_truth_option,
-        extra="",
-        title=lambda wc: figure_title(),
-    log:
-        f"{LOGS}/figures/profile.log",
-    benchmark:
-        f"{OUT}/benchmarks/figures/profile.tsv"
-    conda:
-        "../../envs/figures.yaml"
-    threads: 1
-    resources:
-        mem_mb=6000,
-        runtime=20,
-    shell:
-        FIGURE_SHELL
 
 
 rule figure_metrics:

@@ -8,7 +8,7 @@ rule interpolate:
     output:
         f"{OUT}/{{method}}/{{subject}}.nii.gz",
     wildcard_constraints:
-        method="linear|cubic",
+        method="|".join(registry.INTERPOLATION_METHODS),
     log:
         f"{LOGS}/interpolate/{{method}}/{{subject}}.log",
     benchmark:

@@ -33,13 +33,13 @@ rule train_sr:
         images=expand(f"{OUT}/input/{{subject}}.nii.gz", subject=SUBJECTS),
         geometries=expand(f"{OUT}/input/{{subject}}.json", subject=SUBJECTS),
         targets=lambda wc: sr_targets(wc.source),
+        settings=settings_file("sr_train"),
     output:
         model=f"{OUT}/models/sr_{{source}}.pt",
         loss=report(f"{OUT}/models/sr_{{source}}_loss.csv", caption="../report/sr_loss.rst", category="Training"),
     wildcard_constraints:
-        source="vae|self|supervised|both",
+        source="|".join(registry.PAIR_SOURCES),
     params:
-        options=lambda wc: json_option(config["sr"]["train"]),
         targets=lambda wc, input: f"--targets {' '.join(shlex.quote(t) for t in input.targets)}" if input.targets else "",
         checkpoint=lambda wc: f"{OUT}/checkpoints/sr_{wc.source}.ckpt",
         slice_model=config["slice_model"],
@@ -58,7 +58,7 @@ rule train_sr:
     shell:
         "python -m thinslice train-sr --source {wildcards.source} --images {input.images:q}"
         " --geometries {input.geometries:q} {params.targets} --slice-model {params.slice_model}"
-        " --options {params.options} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
+        " --settings {input.settings:q} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
         " --device {params.device} --threads {threads} --out {output.model:q} --log {log:q}"
 
 
@@ -71,7 +71,7 @@ rule infer:
         image=f"{OUT}/sr_{{source}}/{{subject}}.nii.gz",
         uncertainty=f"{OUT}/sr_{{source}}/{{subject}}_uncertainty.nii.gz",
     wildcard_constraints:
-        source="vae|self|supervised|both",
+        source="|".join(registry.PAIR_SOURCES),
     params:
         keep=lambda wc: "--keep-real-slices" if config["sr"]["keep_real_slices"] else "--no-keep-real-slices",
         consistency=lambda wc: "--data-consistency" if config["sr"]["data_consistency"] else "--no-data-consistency",

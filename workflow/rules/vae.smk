@@ -6,11 +6,11 @@ rule train_vae:
     input:
         images=expand(f"{OUT}/input/{{subject}}.nii.gz", subject=SUBJECTS),
         geometries=expand(f"{OUT}/input/{{subject}}.json", subject=SUBJECTS),
+        settings=settings_file("vae_train"),
     output:
         model=f"{OUT}/models/vae.pt",
         loss=report(f"{OUT}/models/vae_loss.csv", caption="../report/vae_loss.rst", category="Training"),
     params:
-        options=lambda wc: json_option(config["vae"]["train"]),
         checkpoint=f"{OUT}/checkpoints/vae.ckpt",
         device=config["device"],
     log:
@@ -26,7 +26,7 @@ rule train_vae:
         runtime=240,
     shell:
         "python -m thinslice train-vae --images {input.images:q} --geometries {input.geometries:q}"
-        " --options {params.options} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
+        " --settings {input.settings:q} --checkpoint {params.checkpoint:q} --loss-csv {output.loss:q}"
         " --device {params.device} --threads {threads} --out {output.model:q} --log {log:q}"
 
 
