@@ -24,10 +24,11 @@ def train_seconds(image: str, geometry: str, steps: int, threads: int, busy: boo
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
+            (t / "settings.json").write_text(json.dumps({"steps": steps}))
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "thinslice", "train-sr", "--source", "self",
                             "--images", image, "--geometries", geometry,
-                            "--options", json.dumps({"steps": steps}), "--threads", str(threads),
+                            "--settings", str(t / "settings.json"), "--threads", str(threads),
                             "--checkpoint", str(t / "sr.ckpt"), "--loss-csv", str(t / "loss.csv"),
                             "--out", str(t / "sr.pt")], check=True, stderr=subprocess.DEVNULL)
             return time.perf_counter() - start

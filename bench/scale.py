@@ -104,14 +104,15 @@ def main() -> None:
                 prepare(path, image, geometry, work / f"sub{i:03d}_mask.nii.gz", factor=4)
             images.append(str(image))
             geometries.append(str(geometry))
-        options = json.dumps({"steps": a.steps, "checkpoint_every": a.steps})
+        settings = work / "settings.json"
+        settings.write_text(json.dumps({"steps": a.steps, "checkpoint_every": a.steps}))
         print(f"SR training (self pairs, {a.steps} steps, {a.threads} threads), subjects of {shape_text(SHAPE)}:")
         print("| subjects | input data (MB) | wall time (s) | peak resident (MB) | peak anonymous (MB) |")
         print("|---|---|---|---|---|")
         model = work / "sr.pt"
         for n in a.subjects:
             m = measured(thinslice("train-sr", "--source", "self", "--images", *images[:n],
-                                   "--geometries", *geometries[:n], "--options", options,
+                                   "--geometries", *geometries[:n], "--settings", str(settings),
                                    "--checkpoint", str(work / f"sr{n}.ckpt"), "--loss-csv", str(work / "loss.csv"),
                                    "--threads", str(a.threads), "--device", "cpu", "--out", str(model)))
             data_mb = n * np.prod(SHAPE) * 4 / 2**20

@@ -80,7 +80,7 @@ def test_a_bad_setting_fails_the_schema_and_the_dataclass_naming_its_key(cls, na
     config.setdefault(section, {}).setdefault("train", {})[name] = value
     errors = list(Draft202012Validator(SCHEMA).iter_errors(config))
     assert {tuple(e.absolute_path) for e in errors} == {(section, "train", name)}
-    # the same value passed to the network by other means (e.g. --options) is refused alike
+    # the same value passed to the network by other means (e.g. a --settings file) is refused alike
     with pytest.raises(ThinsliceError, match=re.escape(f"{cls.SECTION}.{name} must be")):
         cls.from_dict({name: value})
 
