@@ -229,7 +229,10 @@ def nifti_image(vol: Volume, descrip: str = "", dtype: str = "float32") -> nib.N
     data = np.asarray(vol.data, dtype=np.float32)
     if dtype != "float32":
         info = np.iinfo(dtype)
-        data = np.clip(np.rint(data), info.min, info.max).astype(dtype)
+        converted = np.empty(data.shape, dtype)
+        for i in range(0, len(data), 8):   # a few planes at a time: no float copy of a large volume
+            converted[i:i + 8] = np.clip(np.rint(data[i:i + 8]), info.min, info.max)
+        data = converted
     img = nib.Nifti1Image(data, vol.affine)
     img.set_qform(vol.affine, code=1)
     img.set_sform(vol.affine, code=1)

@@ -55,9 +55,11 @@ class Intensity:
     def normalize(self, data: np.ndarray) -> np.ndarray:
         return ((data - self.low) / (self.high - self.low)).astype(np.float32)
 
-    def denormalize(self, data: np.ndarray) -> np.ndarray:
-        return (data * (self.high - self.low) + self.low).astype(np.float32)
+    def denormalize(self, data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Normalised float32 values back in input units; `out=data` does it in place."""
+        return np.add(np.multiply(data, self.high - self.low, out=out), self.low, out=out).astype(np.float32,
+                                                                                                     copy=False)
 
-    def denormalize_spread(self, spread: np.ndarray) -> np.ndarray:
+    def denormalize_spread(self, spread: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """A spread (standard deviation) of normalised values in input units: scale only."""
-        return spread * (self.high - self.low)
+        return np.multiply(spread, self.high - self.low, out=out)

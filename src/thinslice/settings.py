@@ -170,7 +170,7 @@ class SRConfig(Settings):
     flip: bool = setting(True, "random flips of the patches (the slice profile is symmetric)")
     checkpoint_every: int = setting(500, "steps between atomic checkpoints (and at the end)", minimum=1)
     log_every: int = setting(50, "steps between rows of the loss CSV (means over the interval)", minimum=1)
-    seed: int = setting(0, "seeds weights and patch sampling: same config, same numbers on CPU", minimum=0)
+    seed: int = setting(0, "seeds weights and patch sampling: same config, same numbers on one CPU thread", minimum=0)
 
 
 # --------------------------------------------------------------------------- the config schema

@@ -1,6 +1,7 @@
 """Inference of the stage-2 SR network: sliding windows over a volume already
 cubic-upsampled onto the output grid, blended into one prediction per orientation, and the
-spread of predictions that should agree (the uncertainty map).
+spread of predictions that should agree (the uncertainty map). `super_resolve` does the same
+from the LR scan a chunk of planes at a time, so that memory holds the output and one chunk.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from .errors import ThinsliceError
+from .interpolate import upsample
 from .progress import Progress
 from .sr import SRNet
 from .training import select_device
@@ -43,7 +45,7 @@ def _round_up(x: int, g: int) -> int:
 
 @torch.no_grad()
 def _run_windows(model: SRNet, vol: np.ndarray, patch: int, overlap: int | None, dev: torch.device,
-                 batch_size: int, desc: str = "apply sr") -> np.ndarray:
+                 batch_size: int, desc: str = "apply sr", progress: bool = True) -> np.ndarray:
     """Apply the net over `vol` laid out (batch-like axes..., spatial axes..., degraded last).
 
     2D: vol (C, W, H): windows over (W, H), all C images of a window batched.
@@ -89,7 +91,7 @@ def _run_windows(model: SRNet, vol: np.ndarray, patch: int, overlap: int | None,
         return y
 
     batches = len(starts) * -(-vol.shape[0] // batch_size) if model.dims == 2 else -(-len(starts) // batch_size)
-    bar = Progress(batches, desc, unit="batch")
+    bar = Progress(batches, desc, unit="batch", enabled=progress)
     if model.dims == 2:
         for st, w in zip(starts, weight_of):
             region = (slice(None),) + tuple(slice(int(s), int(s) + z) for s, z in zip(st, sizes))
@@ -182,3 +184,78 @@ def apply_sr_with_spread(model: SRNet, upsampled: np.ndarray, slice_axis: int,
             n_plain += 1
     spread = np.sqrt(np.maximum(squares / n - (total / n) ** 2, 0.0)).astype(np.float32)
     return plain / n_plain, spread
+
+
+CHUNK_VOXELS = 2**23   # output voxels of one chunk of planes (32 MB per float32 array)
+
+
+def _planes(n: int, plane_voxels: int, batch_size: int) -> list[slice]:
+    """Chunks of `n` planes of about CHUNK_VOXELS voxels, a whole number of batches each (the
+    net then sees the same batches as on the whole volume)."""
+    per_chunk = max(batch_size, CHUNK_VOXELS // max(plane_voxels, 1) // batch_size * batch_size)
+    return [slice(c, min(c + per_chunk, n)) for c in range(0, n, per_chunk)]
+
+
+def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = False, device="auto",
+                  batch_size: int = 8, **options) -> tuple[np.ndarray, np.ndarray | None]:
+    """(output, spread or None) of a normalised LR volume on the model's working grid: what
+    `apply_sr` / `apply_sr_with_spread` give on its cubic upsampling, computed a chunk of planes
+    at a time. A "2d" net sees each through-plane image on its own, so a chunk of the planes that
+    one orientation stacks is upsampled and predicted alone and added into the output: memory
+    is the output (with `spread` two more accumulators) and one chunk, not the dozen full-size
+    arrays of the whole-volume path. The spread is the standard deviation of the predictions'
+    deviations from the cubic input (the same spread, accumulated in float32 without
+    cancellation). "3d" nets take the whole-volume path."""
+    r = model.factor
+    if model.dims != 2:
+        up = upsample(lr, slice_axis, r, "cubic")
+        if spread:
+            return apply_sr_with_spread(model, up, slice_axis, device=device, batch_size=batch_size, **options)
+        return apply_sr(model, up, slice_axis, device=device, batch_size=batch_size, **options), None
+    shape = list(lr.shape)
+    shape[slice_axis] = (shape[slice_axis] - 1) * r + 1
+    out = np.zeros(shape, np.float32)
+    sums = (np.zeros(shape, np.float32), np.zeros(shape, np.float32)) if spread else None
+    dev = select_device(device)
+    model = model.to(dev).eval()
+    others = [a for a in range(3) if a != slice_axis]
+    orientations = [(3 - slice_axis - b, b) for b in others]   # (stacked axis, in-plane image axis)
+    passes = [(flipped, o) for flipped in ((False, True) if spread else (False,)) for o in orientations]
+    try:
+        for n, (flipped, (stack, across)) in enumerate(passes, start=1):
+            order = (stack, across, slice_axis)
+            bar = Progress(shape[stack], f"apply sr, pass {n}/{len(passes)}", unit="plane")
+            for part in _planes(shape[stack], shape[across] * shape[slice_axis], batch_size):
+                # the planes `part` of the volume flipped along every axis are the flipped planes
+                # `mirror` of the volume itself
+                mirror = slice(shape[stack] - part.stop, shape[stack] - part.start) if flipped else part
+                index = [slice(None)] * 3
+                index[stack] = mirror
+                up = upsample(lr[tuple(index)], slice_axis, r, "cubic")
+                source = np.flip(up) if flipped else up
+                y = _run_windows(model, np.ascontiguousarray(np.transpose(source, order)), options.get("patch", 192),
+                                 options.get("overlap"), dev, batch_size, progress=False)
+                y = np.transpose(y, np.argsort(order))
+                if flipped:
+                    y = np.flip(y)
+                if not flipped:
+                    out[tuple(index)] += y
+                if spread:
+                    deviation = y - up
+                    sums[0][tuple(index)] += deviation
+                    sums[1][tuple(index)] += deviation * deviation
+                bar.update(part.stop - part.start)
+            bar.close()
+    finally:
+        model.cpu()
+    out /= len(orientations)
+    if not spread:
+        return out, None
+    mean_squared, squares = sums   # in place: no third full-size array
+    mean_squared /= len(passes)
+    mean_squared *= mean_squared
+    squares /= len(passes)
+    squares -= mean_squared
+    del sums, mean_squared
+    np.maximum(squares, 0.0, out=squares)
+    return out, np.sqrt(squares, out=squares)

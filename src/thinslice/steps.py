@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import ThinsliceError
 from .geometry import Geometry, describe
-from .interpolate import upsample, working_to_output
+from .interpolate import working_to_output
 from .io import atomic_path, load_volume, output_type, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
@@ -162,11 +162,10 @@ def _apply(model, meta: dict, g: Geometry, lr_norm: np.ndarray, keep_real_slices
     The network works on the grid of the model's factor r; a non-integer ratio then samples
     the output grid from it (the spread linearly, so that it stays >= 0)."""
     from .consistency import make_consistent
-    from .sr_inference import apply_sr, apply_sr_with_spread
+    from .sr_inference import super_resolve
 
     axis, r = g.slice_axis, int(meta["factor"])
-    up = upsample(lr_norm, axis, r, "cubic")
-    out, sd = apply_sr_with_spread(model, up, axis, device=device) if spread else (apply_sr(model, up, axis, device=device), None)
+    out, sd = super_resolve(model, lr_norm, axis, spread=spread, device=device)
     if keep_real_slices:
         index = [slice(None)] * 3
         index[axis] = slice(0, None, r)
@@ -216,8 +215,8 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
             f"{source}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
             f"{spacing:.4g} mm slices (x{r} -> {spacing / r:.4g} mm); train a model for this protocol")
     hr, sd = _apply(model, meta, g, g.intensity.normalize(lr.data), keep_real_slices, data_consistency, device, spread)
-    spread_map = None if sd is None else lr.refined(g.intensity.denormalize_spread(sd), g.slice_axis, g.ratio)
-    return lr.refined(g.intensity.denormalize(hr), g.slice_axis, g.ratio), g, spread_map
+    spread_map = None if sd is None else lr.refined(g.intensity.denormalize_spread(sd, out=sd), g.slice_axis, g.ratio)
+    return lr.refined(g.intensity.denormalize(hr, out=hr), g.slice_axis, g.ratio), g, spread_map
 
 
 def infer(model_path: str, image: str, out: str, geometry: str | None = None, keep_real_slices: bool = False,
