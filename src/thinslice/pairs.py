@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from . import noise
 from .degrade import degrade
 from .settings import SLICE_MODELS
 from .errors import ThinsliceError
@@ -64,13 +65,17 @@ def _check(data: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
 
 
 def _simulate(hr: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
-              hr_spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(cubic upsampling of the degraded hr, hr cropped to the same grid) along `axis`."""
+              hr_spacing_mm: float, noise_sd: float = 0.0, noise_gain: float = 1.0,
+              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cubic upsampling of the degraded hr, hr cropped to the same grid) along `axis`; the
+    degraded slices are topped up to `noise_sd` (their noise was scaled by `noise_gain`)."""
     if hr.shape[axis] < r + 1:
         raise ThinsliceError(
             f"need at least r+1 = {r + 1} samples along axis {axis} to simulate the slice model, "
             f"got {hr.shape[axis]}")
     lr = degrade(hr, axis, r, model, thickness_mm, hr_spacing_mm)
+    if noise_sd > 0:
+        lr = noise.top_up(lr, noise_sd, noise_gain, rng if rng is not None else np.random.default_rng(0))
     n = (lr.shape[axis] - 1) * r + 1
     index = [slice(None)] * 3
     index[axis] = slice(0, n)
@@ -79,20 +84,24 @@ def _simulate(hr: np.ndarray, axis: int, r: int, model: str, thickness_mm: float
 
 
 def synthetic_pairs(hr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
-                    hr_spacing_mm: float) -> list[Pair]:
+                    hr_spacing_mm: float, noise_sd: float = 0.0,
+                    rng: np.random.Generator | None = None) -> list[Pair]:
     """Degrade an HR volume with the acquisition's slice model and bring it back to its grid.
 
     hr: (X, Y, Z) on the output grid of an LR scan (n_hr = (n_lr-1)*r+1 slices along
     `slice_axis`, spacing `hr_spacing_mm` = LR spacing / r along it). The degraded
     volume (degrade.degrade) then has exactly the real LR grid, and the pair's input is
     its cubic upsampling, the network's input at inference. When n_hr is not of that
-    form the trailing HR slices past the last LR slice are dropped from both.
+    form the trailing HR slices past the last LR slice are dropped from both. With
+    `noise_sd` (the real scan's noise level) the degraded slices are topped up to it.
     Returns one Pair (in a list, to concatenate with other pair lists).
     """
     hr = _check(hr, slice_axis, r, model, thickness_mm, "synthetic_pairs")
     if not hr_spacing_mm > 0:
         raise ThinsliceError(f"synthetic_pairs: HR spacing must be positive, got {hr_spacing_mm}")
-    inp, target = _simulate(hr, slice_axis, int(r), model, thickness_mm, hr_spacing_mm)
+    gain = noise.gain(lambda x: degrade(x, 0, int(r), model, thickness_mm, hr_spacing_mm),
+                      min(hr.shape[slice_axis], 128))
+    inp, target = _simulate(hr, slice_axis, int(r), model, thickness_mm, hr_spacing_mm, noise_sd, gain, rng)
     return [Pair(inp, target, int(slice_axis), int(r), None)]
 
 
@@ -121,14 +130,16 @@ def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm
 
 
 def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
-               spacing_mm: float, in_plane_mm) -> list[Pair]:
+               spacing_mm: float, in_plane_mm, noise_sd: float = 0.0,
+               rng: np.random.Generator | None = None) -> list[Pair]:
     """Pairs from the real LR scan alone: the slice model simulated along each in-plane axis.
 
     lr: the real scan (X, Y, Z), `slice_axis` with `spacing_mm` between slices of
     `thickness_mm`; in_plane_mm: the spacings of the two other axes in array order (or
     one number for both). For each in-plane axis a: resample a to the target spacing
     spacing_mm / r (cubic) when it differs, blur along a with the slice profile
-    (thickness at the target spacing), keep every r-th sample, cubic-upsample back.
+    (thickness at the target spacing), keep every r-th sample (topped up to `noise_sd`,
+    the scan's noise level, when given), cubic-upsample back.
     Returns two Pairs, degraded along the first then the second in-plane axis; the
     context of each is the other in-plane axis (the slice axis is low resolution in both).
     """
@@ -143,8 +154,10 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     pairs = []
     for a, h, other in zip(axes, in_plane, axes[::-1]):
         hr = resample_axis(lr, a, float(h), target_mm)
+        gain = noise.gain(lambda x: degrade(resample_axis(x, 0, float(h), target_mm), 0, int(r), model,
+                                            thickness_mm, target_mm), min(lr.shape[a], 128))
         try:
-            inp, target = _simulate(hr, a, int(r), model, thickness_mm, target_mm)
+            inp, target = _simulate(hr, a, int(r), model, thickness_mm, target_mm, noise_sd, gain, rng)
         except ThinsliceError as exc:
             raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: {exc}") from None
         pairs.append(Pair(inp, target, a, int(r), (other,), "self"))

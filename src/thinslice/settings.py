@@ -167,6 +167,8 @@ class SRConfig(Settings):
                                          "threshold)", minimum=0, maximum=1)
     foreground_threshold: float = setting(0.1, "foreground: target > min + this x (99th percentile - min), per pair",
                                           minimum=0, exclusiveMaximum=1)
+    match_noise: bool = setting(True, "top the pairs' simulated thick slices up to the noise level "
+                                "estimated from the real scan (blurring averaged theirs down)")
     flip: bool = setting(True, "random flips of the patches (the slice profile is symmetric)")
     checkpoint_every: int = setting(500, "steps between atomic checkpoints (and at the end)", minimum=1)
     log_every: int = setting(50, "steps between rows of the loss CSV (means over the interval)", minimum=1)

@@ -95,25 +95,34 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
 # --------------------------------------------------------------------------- stage 2
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
-                   slice_model: str):
+                   slice_model: str, match_noise: bool = False, seed: int = 0):
     """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
     self:       the real LR scan's in-plane axes degraded to the slice resolution; no targets.
     supervised: (ground truth -> degraded, cubic back); targets = truth files (benchmark only).
     both:       vae and self together.
+    match_noise: the degraded slices get the noise that brings them to the real scan's level
+    (noise.estimate_sd), drawn from a generator seeded by (seed, subject index).
     """
+    from .noise import estimate_sd
     from .pairs import self_pairs, synthetic_pairs
 
     for i, (image, geometry) in enumerate(zip(images, geometries)):
         lr, g = load_prepared(image, geometry)
+        data = g.intensity.normalize(lr.data)
+        noise_sd = estimate_sd(data, g.slice_axis) if match_noise else 0.0
+        if match_noise:
+            print(f"{image}: noise level {100 * noise_sd:.2g}% of the intensity range; simulated thick slices "
+                  "are topped up to it")
+        rng = np.random.default_rng([seed, i])
         if source in ("self", "both"):
-            yield from self_pairs(g.intensity.normalize(lr.data), g.slice_axis, g.factor, slice_model,
-                                  g.thickness_mm, g.spacing_mm, g.in_plane_mm)
+            yield from self_pairs(data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
+                                  g.in_plane_mm, noise_sd, rng)
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
             yield from synthetic_pairs(g.intensity.normalize(hr.data), g.slice_axis, g.factor, slice_model,
-                                       g.thickness_mm, g.work_spacing_mm)
+                                       g.thickness_mm, g.work_spacing_mm, noise_sd, rng)
 
 
 def train_sr(source: str, images: list[str], geometries: list[str], targets: list[str], out: str,
@@ -141,7 +150,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
     meta = {"source": source, "factor": factors.pop(), "slice_model": slice_model,
             "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles",
             "output_spacing_mm": outputs.pop() if len(outputs) == 1 else None}
-    pairs = training_pairs(source, images, geometries, targets, slice_model)
+    pairs = training_pairs(source, images, geometries, targets, slice_model, config.match_noise, config.seed)
     live_csv = _live_loss_csv(checkpoint)
     # the pairs wait on disk beside the checkpoint (memory does not grow with the cohort);
     # a killed run's are remade on resume
