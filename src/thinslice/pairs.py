@@ -99,8 +99,10 @@ def synthetic_pairs(hr: np.ndarray, slice_axis: int, r: int, model: str, thickne
     hr = _check(hr, slice_axis, r, model, thickness_mm, "synthetic_pairs")
     if not hr_spacing_mm > 0:
         raise ThinsliceError(f"synthetic_pairs: HR spacing must be positive, got {hr_spacing_mm}")
-    gain = noise.gain(lambda x: degrade(x, 0, int(r), model, thickness_mm, hr_spacing_mm),
-                      min(hr.shape[slice_axis], 128))
+    gain = 1.0          # of the HR volume's noise, through the slice profile
+    if noise_sd > 0:
+        gain = noise.gain(lambda x: degrade(x, 0, int(r), model, thickness_mm, hr_spacing_mm),
+                          min(hr.shape[slice_axis], 128))
     inp, target = _simulate(hr, slice_axis, int(r), model, thickness_mm, hr_spacing_mm, noise_sd, gain, rng)
     return [Pair(inp, target, int(slice_axis), int(r), None)]
 
@@ -154,8 +156,10 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     pairs = []
     for a, h, other in zip(axes, in_plane, axes[::-1]):
         hr = resample_axis(lr, a, float(h), target_mm)
-        gain = noise.gain(lambda x: degrade(resample_axis(x, 0, float(h), target_mm), 0, int(r), model,
-                                            thickness_mm, target_mm), min(lr.shape[a], 128))
+        gain = 1.0      # of the scan's noise, through resampling and the slice profile
+        if noise_sd > 0:
+            gain = noise.gain(lambda x: degrade(resample_axis(x, 0, float(h), target_mm), 0, int(r), model,
+                                                thickness_mm, target_mm), min(lr.shape[a], 128))
         try:
             inp, target = _simulate(hr, a, int(r), model, thickness_mm, target_mm, noise_sd, gain, rng)
         except ThinsliceError as exc:

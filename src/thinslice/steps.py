@@ -95,7 +95,7 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
 # --------------------------------------------------------------------------- stage 2
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
-                   slice_model: str, match_noise: bool = False, seed: int = 0):
+                   slice_model: str, match_noise: bool, seed: int):
     """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
@@ -111,8 +111,9 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     for i, (image, geometry) in enumerate(zip(images, geometries)):
         lr, g = load_prepared(image, geometry)
         data = g.intensity.normalize(lr.data)
-        noise_sd = estimate_sd(data, g.slice_axis) if match_noise else 0.0
+        noise_sd = 0.0
         if match_noise:
+            noise_sd = estimate_sd(data, g.slice_axis)
             print(f"{image}: noise level {100 * noise_sd:.2g}% of the intensity range; simulated thick slices "
                   "are topped up to it")
         rng = np.random.default_rng([seed, i])
