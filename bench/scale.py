@@ -1,5 +1,5 @@
 """Cohort scale: SR training memory and time against the number of subjects, inference time
-per subject, and the peak memory of inference on a large scan.
+per subject, and the peak memory of inference on a large scan, with and without the uncertainty map.
 
     python bench/scale.py resources/ch2.nii.gz            (make bench-scale)
     python bench/scale.py resources/ch2.nii.gz --subjects 1 8 --steps 100
@@ -118,22 +118,21 @@ def main() -> None:
             data_mb = n * np.prod(SHAPE) * 4 / 2**20
             print(f"| {n} | {data_mb:.0f} | {m['seconds']:.0f} | {m['rss_mb']:.0f} | {m['anon_mb']:.0f} |", flush=True)
 
-        print(f"\nInference (x4, {a.threads} threads, no uncertainty map):")
-        print("| scan | output | wall time (s) | peak resident (MB) | peak anonymous (MB) |")
-        print("|---|---|---|---|---|")
-        m = measured(thinslice("infer", "--model", str(model), images[0], str(work / "out.nii.gz"),
-                               "--geometry", geometries[0], "--threads", str(a.threads), "--device", "cpu"))
-        print(f"| {shape_text(SHAPE)} | {shape_text(output_shape(SHAPE, 2, 4))} | {m['seconds']:.0f} | "
-              f"{m['rss_mb']:.0f} | {m['anon_mb']:.0f} |", flush=True)
+        print(f"\nInference (x4, {a.threads} threads):")
+        print("| scan | output | uncertainty map | wall time (s) | peak resident (MB) | peak anonymous (MB) |")
+        print("|---|---|---|---|---|---|")
         large = work / "large.nii.gz"
         reps = [-(-n // s) for n, s in zip(a.large, SHAPE)]
         tiled = np.tile(subject(lr, 0), reps)[:a.large[0], :a.large[1], :a.large[2]]
         nib.save(nib.Nifti1Image(np.ascontiguousarray(tiled), affine), large)
-        m = measured(thinslice("infer", "--model", str(model), str(large), str(work / "large_x4.nii.gz"),
-                               "--threads", str(a.threads), "--device", "cpu"))
-        print(f"| {shape_text(a.large)} | {shape_text(output_shape(a.large, 2, 4))} | {m['seconds']:.0f} | "
-              f"{m['rss_mb']:.0f} | {m['anon_mb']:.0f} |")
-
+        for scan, shape in ((images[0], SHAPE), (str(large), a.large)):
+            for uncertainty in (False, True):
+                extra = ["--uncertainty", str(work / "spread.nii.gz")] if uncertainty else []
+                m = measured(thinslice("infer", "--model", str(model), scan, str(work / "out.nii.gz"), *extra,
+                                       "--threads", str(a.threads), "--device", "cpu"))
+                print(f"| {shape_text(shape)} | {shape_text(output_shape(shape, 2, 4))} | "
+                      f"{'yes' if uncertainty else 'no'} | {m['seconds']:.0f} | {m['rss_mb']:.0f} | "
+                      f"{m['anon_mb']:.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -190,24 +190,27 @@ def test_sliding_window_equals_whole_volume(arch, unshuffle):
     np.testing.assert_allclose(whole, np.moveaxis(direct, -1, axis), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["2d", "3d"])
-def test_super_resolve_by_chunks_of_planes_equals_the_whole_volume_path(arch, monkeypatch):
-    """Chunk by chunk from the LR scan: the output and the spread of the whole-volume path."""
-    r, axis = 2, 1
-    lr = _phantom((30, 12, 27), seed=2)
+@pytest.mark.parametrize("arch,axis", [("2d", 1), ("2d", 0), ("2d", 2), ("3d", 1)])
+def test_super_resolve_by_regions_equals_the_whole_volume_path(arch, axis, monkeypatch):
+    """Region by region from the LR scan: the output and the spread of the whole-volume path."""
+    r = 2
+    shape = [30, 22, 27]
+    shape[axis] = 9
+    lr = _phantom(tuple(shape), seed=2)
     model = _random_tail(sr.build_model(SRConfig(architecture=arch, channels=8, depth=1), r))
     up = upsample(lr, axis, r, "cubic")
     whole, whole_sd = sr_inference.apply_sr_with_spread(model, up, axis, patch=20, device="cpu", batch_size=2)
-    monkeypatch.setattr(sr_inference, "CHUNK_VOXELS", 200)   # a few planes per chunk
-    out, sd = sr_inference.super_resolve(model, lr, axis, spread=True, patch=20, device="cpu", batch_size=2)
+    monkeypatch.setattr(sr_inference, "SLAB_VOXELS", 17 * 17 * up.shape[axis])   # regions of 9 x 9
+    out, sd = sr_inference.super_resolve(model, lr, axis, spread=True, spread_scale=3.0, patch=20, device="cpu",
+                                         batch_size=2)
     plain, none = sr_inference.super_resolve(model, lr, axis, patch=20, device="cpu", batch_size=2)
-    assert out.shape == up.shape and none is None
+    assert out.shape == sd.shape == up.shape and none is None
     assert np.abs(out - up).max() > 1e-3 and sd.max() > 1e-4   # the net does something, and the passes differ
     np.testing.assert_allclose(out, whole, atol=1e-6)
     np.testing.assert_array_equal(plain, out)
-    # variances (float32 sums of squared deviations: about 1e-7 apart); near zero a square root
-    # would magnify that
-    np.testing.assert_allclose(sd.astype(np.float64) ** 2, whole_sd.astype(np.float64) ** 2, rtol=1e-4, atol=2e-7)
+    # variances (float32): about 1e-7 apart; near zero a square root would magnify that
+    np.testing.assert_allclose(sd.astype(np.float64) ** 2, 9 * whole_sd.astype(np.float64) ** 2, rtol=1e-4,
+                               atol=2e-6)
 
 
 # --------------------------------------------------------------------------- model files

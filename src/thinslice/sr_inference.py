@@ -1,12 +1,14 @@
 """Inference of the stage-2 SR network: sliding windows over a volume already
 cubic-upsampled onto the output grid, blended into one prediction per orientation, and the
 spread of predictions that should agree (the uncertainty map). `super_resolve` does the same
-from the LR scan a chunk of planes at a time, so that memory holds the output and one chunk.
+from the LR scan one region at a time, so that memory holds the output and one region.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 
 import numpy as np
 import torch
@@ -186,76 +188,106 @@ def apply_sr_with_spread(model: SRNet, upsampled: np.ndarray, slice_axis: int,
     return plain / n_plain, spread
 
 
-CHUNK_VOXELS = 2**23   # output voxels of one chunk of planes (32 MB per float32 array)
+SLAB_VOXELS = 2**23   # voxels of the upsampled slab of one region (32 MB per float32 array)
 
 
-def _planes(n: int, plane_voxels: int, batch_size: int) -> list[slice]:
-    """Chunks of `n` planes of about CHUNK_VOXELS voxels, a whole number of batches each (the
-    net then sees the same batches as on the whole volume)."""
-    per_chunk = max(batch_size, CHUNK_VOXELS // max(plane_voxels, 1) // batch_size * batch_size)
-    return [slice(c, min(c + per_chunk, n)) for c in range(0, n, per_chunk)]
+def _spans(n: int, size: int) -> list[slice]:
+    """[0, n) cut into consecutive spans of at most `size`."""
+    return [slice(c, min(c + size, n)) for c in range(0, n, size)]
 
 
-def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = False, device="auto",
-                  batch_size: int = 8, **options) -> tuple[np.ndarray, np.ndarray | None]:
+def _orientations(model: SRNet, slab: np.ndarray, ia: slice, ib: slice, dev: torch.device, batch_size: int,
+                  patch: int, overlap: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The two through-plane predictions of the interior (ia, ib, :) of a slab laid out (a, b, slice):
+    the images (b, slice) stacked along a, and the images (a, slice) stacked along b."""
+    along_a = _run_windows(model, np.ascontiguousarray(slab[ia]), patch, overlap, dev, batch_size,
+                           progress=False)[:, ib]
+    along_b = _run_windows(model, np.ascontiguousarray(slab[:, ib].transpose(1, 0, 2)), patch, overlap, dev,
+                           batch_size, progress=False)[:, ia].transpose(1, 0, 2)
+    return along_a, along_b
+
+
+def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = False, spread_scale: float = 1.0,
+                  device="auto", batch_size: int = 8, patch: int | None = None,
+                  overlap: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(output, spread or None) of a normalised LR volume on the model's working grid: what
-    `apply_sr` / `apply_sr_with_spread` give on its cubic upsampling, computed a chunk of planes
-    at a time. A "2d" net sees each through-plane image on its own, so a chunk of the planes that
-    one orientation stacks is upsampled and predicted alone and added into the output: memory
-    is the output (with `spread` two more accumulators) and one chunk, not the dozen full-size
-    arrays of the whole-volume path. The spread is the standard deviation of the predictions'
-    deviations from the cubic input (the same spread, accumulated in float32 without
-    cancellation). "3d" nets take the whole-volume path."""
+    `apply_sr` / `apply_sr_with_spread` give on its cubic upsampling (up to float rounding), with
+    the spread multiplied by `spread_scale` (e.g. the intensity range: input units).
+
+    A "2d" net sees each through-plane image on its own and reaches `model.reach[1]` voxels across
+    it, so the volume is done one region at a time: a box of the two in-plane axes with the whole
+    slice axis, upsampled on a slab widened by that reach, both orientations (and with `spread`
+    their flipped twins) predicted there and combined at once, each image in one window up to
+    `patch` voxels a side (default 1024: overlapping windows redo the net's reach, and the reach
+    along the slice axis is long). Memory holds the output, one slab
+    and its predictions; the spread is written region by region to an unlinked temporary file
+    ($TMPDIR) and comes back memory-mapped, so that the caller can write the output and free it
+    before the spread is read. "3d" nets take the whole-volume path.
+    """
     r = model.factor
     if model.dims != 2:
+        options = dict(device=device, batch_size=batch_size, overlap=overlap, **({"patch": patch} if patch else {}))
         up = upsample(lr, slice_axis, r, "cubic")
-        if spread:
-            return apply_sr_with_spread(model, up, slice_axis, device=device, batch_size=batch_size, **options)
-        return apply_sr(model, up, slice_axis, device=device, batch_size=batch_size, **options), None
+        if not spread:
+            return apply_sr(model, up, slice_axis, **options), None
+        out, sd = apply_sr_with_spread(model, up, slice_axis, **options)
+        return out, np.multiply(sd, spread_scale, out=sd)
+    patch = patch or 1024
+    a, b = (x for x in range(3) if x != slice_axis)
+    layout = (a, b, slice_axis)
     shape = list(lr.shape)
     shape[slice_axis] = (shape[slice_axis] - 1) * r + 1
+    n_a, n_b, n_s = shape[a], shape[b], shape[slice_axis]
+    reach = model.reach[1]
+    side = max(int(math.sqrt(SLAB_VOXELS / n_s)) - 2 * reach, 8)
+    regions = [(ra, rb) for ra in _spans(n_a, side) for rb in _spans(n_b, side)]
     out = np.zeros(shape, np.float32)
-    sums = (np.zeros(shape, np.float32), np.zeros(shape, np.float32)) if spread else None
+    spread_file = tempfile.TemporaryFile() if spread else None
     dev = select_device(device)
     model = model.to(dev).eval()
-    others = [a for a in range(3) if a != slice_axis]
-    orientations = [(3 - slice_axis - b, b) for b in others]   # (stacked axis, in-plane image axis)
-    passes = [(flipped, o) for flipped in ((False, True) if spread else (False,)) for o in orientations]
+    bar = Progress(len(regions), "apply sr", unit="region")
     try:
-        for n, (flipped, (stack, across)) in enumerate(passes, start=1):
-            order = (stack, across, slice_axis)
-            bar = Progress(shape[stack], f"apply sr, pass {n}/{len(passes)}", unit="plane")
-            for part in _planes(shape[stack], shape[across] * shape[slice_axis], batch_size):
-                # the planes `part` of the volume flipped along every axis are the flipped planes
-                # `mirror` of the volume itself
-                mirror = slice(shape[stack] - part.stop, shape[stack] - part.start) if flipped else part
-                index = [slice(None)] * 3
-                index[stack] = mirror
-                up = upsample(lr[tuple(index)], slice_axis, r, "cubic")
-                source = np.flip(up) if flipped else up
-                y = _run_windows(model, np.ascontiguousarray(np.transpose(source, order)), options.get("patch", 192),
-                                 options.get("overlap"), dev, batch_size, progress=False)
-                y = np.transpose(y, np.argsort(order))
-                if flipped:
-                    y = np.flip(y)
-                if not flipped:
-                    out[tuple(index)] += y
-                if spread:
-                    deviation = y - up
-                    sums[0][tuple(index)] += deviation
-                    sums[1][tuple(index)] += deviation * deviation
-                bar.update(part.stop - part.start)
-            bar.close()
+        for ra, rb in regions:
+            wa = slice(max(ra.start - reach, 0), min(ra.stop + reach, n_a))   # the slab: the region widened
+            wb = slice(max(rb.start - reach, 0), min(rb.stop + reach, n_b))
+            index = [slice(None)] * 3
+            index[a], index[b] = wa, wb
+            slab = np.transpose(upsample(lr[tuple(index)], slice_axis, r, "cubic"), layout)
+            ia = slice(ra.start - wa.start, ra.stop - wa.start)   # the region within the slab
+            ib = slice(rb.start - wb.start, rb.stop - wb.start)
+            along_a, along_b = _orientations(model, slab, ia, ib, dev, batch_size, patch, overlap)
+            index[a], index[b] = ra, rb
+            out[tuple(index)] = np.transpose((along_a + along_b) / 2, np.argsort(layout))
+            if spread:
+                # the spread of the four predictions (the volume flipped along every axis: the slab
+                # flipped, the region mirrored), from their deviations from the cubic input: float32
+                # sums without cancellation
+                la, lb = wa.stop - wa.start, wb.stop - wb.start
+                mirrored = _orientations(model, slab[::-1, ::-1, ::-1], slice(la - ia.stop, la - ia.start),
+                                         slice(lb - ib.stop, lb - ib.start), dev, batch_size, patch, overlap)
+                cubic = slab[ia, ib]
+                total = np.zeros(cubic.shape, np.float32)
+                squares = np.zeros(cubic.shape, np.float32)
+                for y in (along_a, along_b, mirrored[0][::-1, ::-1, ::-1], mirrored[1][::-1, ::-1, ::-1]):
+                    deviation = np.subtract(y, cubic, out=y)
+                    total += deviation
+                    squares += deviation * deviation
+                del along_a, along_b, mirrored, deviation
+                total /= 4
+                total *= total
+                squares /= 4
+                squares -= total
+                sd = np.sqrt(np.maximum(squares, 0.0, out=squares), out=squares)
+                sd *= np.float32(spread_scale)
+                for i, plane in enumerate(sd):   # rows of the file's (a, b, slice) layout
+                    os.pwrite(spread_file.fileno(), plane.tobytes(), ((ra.start + i) * n_b + rb.start) * n_s * 4)
+            bar.update(1)
+        bar.close()
     finally:
         model.cpu()
-    out /= len(orientations)
     if not spread:
         return out, None
-    mean_squared, squares = sums   # in place: no third full-size array
-    mean_squared /= len(passes)
-    mean_squared *= mean_squared
-    squares /= len(passes)
-    squares -= mean_squared
-    del sums, mean_squared
-    np.maximum(squares, 0.0, out=squares)
-    return out, np.sqrt(squares, out=squares)
+    spread_file.flush()
+    mapped = np.memmap(spread_file, np.float32, "r+", shape=(n_a, n_b, n_s))
+    spread_file.close()   # the mapping keeps the (unlinked) file until it goes
+    return out, np.transpose(mapped, np.argsort(layout))

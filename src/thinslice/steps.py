@@ -168,14 +168,15 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
 
 def _apply(model, meta: dict, g: Geometry, lr_norm: np.ndarray, keep_real_slices: bool, data_consistency: bool,
            device: str, spread: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """(output, spread of the predictions or None) on the output grid, normalised intensities.
-    The network works on the grid of the model's factor r; a non-integer ratio then samples
-    the output grid from it (the spread linearly, so that it stays >= 0)."""
+    """(output in normalised intensities, spread of the predictions in input units or None) on
+    the output grid. The network works on the grid of the model's factor r; a non-integer ratio
+    then samples the output grid from it (the spread linearly, so that it stays >= 0)."""
     from .consistency import make_consistent
     from .sr_inference import super_resolve
 
     axis, r = g.slice_axis, int(meta["factor"])
-    out, sd = super_resolve(model, lr_norm, axis, spread=spread, device=device)
+    out, sd = super_resolve(model, lr_norm, axis, spread=spread, spread_scale=g.intensity.denormalize_spread(1.0),
+                            device=device)
     if keep_real_slices:
         index = [slice(None)] * 3
         index[axis] = slice(0, None, r)
@@ -194,7 +195,8 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
                 target_spacing_mm: float | None = None) -> tuple[Volume, Geometry, Volume | None]:
     """A trained SR model applied to a scan: its output Volume (input intensities, on the
     scan's output grid), the scan's geometry and, with `spread`, the uncertainty map: the
-    per-voxel spread of predictions that should agree (sr_inference.apply_sr_with_spread), or None.
+    per-voxel spread of predictions that should agree (sr_inference.super_resolve; memory-mapped
+    from a temporary file: write the output and let it go before reading it), or None.
 
     `lr` has passed io.check_volume (load_volume checks every scan it reads). With `geometry`
     (inside the workflow) the prepared record is used; without it (a new scan) the slice axis
@@ -225,7 +227,7 @@ def apply_model(model_path: str | Path, lr: Volume, source: str, geometry: Geome
             f"{source}: slice spacing {g.spacing_mm:.4g} mm does not fit model {model_path}, trained for "
             f"{spacing:.4g} mm slices (x{r} -> {spacing / r:.4g} mm); train a model for this protocol")
     hr, sd = _apply(model, meta, g, g.intensity.normalize(lr.data), keep_real_slices, data_consistency, device, spread)
-    spread_map = None if sd is None else lr.refined(g.intensity.denormalize_spread(sd, out=sd), g.slice_axis, g.ratio)
+    spread_map = None if sd is None else lr.refined(sd, g.slice_axis, g.ratio)
     return lr.refined(g.intensity.denormalize(hr, out=hr), g.slice_axis, g.ratio), g, spread_map
 
 
@@ -247,6 +249,7 @@ def infer(model_path: str, image: str, out: str, geometry: str | None = None, ke
     method = Path(model_path).stem   # the workflow's models are named after their method
     dtype = g.output_dtype if output_dtype is None else output_type(output_dtype, lr.data)
     save_volume(hr, out, g.output_description(method), dtype)
+    del hr   # the output's memory is free before the (memory-mapped) spread is read
     if spread is not None:
         save_volume(spread, uncertainty, g.output_description(method + " uncertainty"))
     return g
