@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "geometry record's choice inside the workflow, else float32)")
     s.add_argument("--uncertainty", metavar="NIFTI",
                    help="also write the uncertainty map here: the per-voxel spread of the predictions of both "
-                        "orientations of the volume and of its flip (twice the inference time)")
+                        "orientations of the volume and of its flip, whose mean is the output")
     s.add_argument("--data-consistency", action=argparse.BooleanOptionalAction, default=False,
                    help="correct the output so that, re-acquired with the model's slice model, it gives back "
                         "the real slices (least squares along the slice axis) (default: no)")

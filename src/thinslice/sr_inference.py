@@ -170,22 +170,19 @@ def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, **options) ->
 
 def apply_sr_with_spread(model: SRNet, upsampled: np.ndarray, slice_axis: int,
                          **options) -> tuple[np.ndarray, np.ndarray]:
-    """(output, spread): the output of `apply_sr` (the unflipped predictions' mean) and the
-    per-voxel standard deviation of all predictions, flipped ones included: where
-    predictions that should agree differ, the output is not to be trusted (twice the time)."""
-    plain, n_plain = None, 0
+    """(output, spread): the mean and the per-voxel standard deviation of all the net's
+    `predictions`, those of the flipped volume included (a flip ensemble: its mean is a little
+    more accurate than the unflipped predictions' mean, `apply_sr`, at twice the time); where
+    predictions that should agree differ, the output is not to be trusted."""
     total = squares = None
     n = 0
-    for flipped, y in predictions(model, upsampled, slice_axis, flips=True, **options):
+    for _, y in predictions(model, upsampled, slice_axis, flips=True, **options):
         y64 = y.astype(np.float64)
         total = y64 if total is None else total + y64
         squares = y64 ** 2 if squares is None else squares + y64 ** 2
         n += 1
-        if not flipped:
-            plain = y if plain is None else plain + y
-            n_plain += 1
     spread = np.sqrt(np.maximum(squares / n - (total / n) ** 2, 0.0)).astype(np.float32)
-    return plain / n_plain, spread
+    return (total / n).astype(np.float32), spread
 
 
 SLAB_VOXELS = 2**23   # voxels of the upsampled slab of one region (32 MB per float32 array)
@@ -196,28 +193,36 @@ def _spans(n: int, size: int) -> list[slice]:
     return [slice(c, min(c + size, n)) for c in range(0, n, size)]
 
 
-def _orientations(model: SRNet, slab: np.ndarray, ia: slice, ib: slice, dev: torch.device, batch_size: int,
-                  patch: int, overlap: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The two through-plane predictions of the interior (ia, ib, :) of a slab laid out (a, b, slice):
-    the images (b, slice) stacked along a, and the images (a, slice) stacked along b."""
-    along_a = _run_windows(model, np.ascontiguousarray(slab[ia]), patch, overlap, dev, batch_size,
-                           progress=False)[:, ib]
-    along_b = _run_windows(model, np.ascontiguousarray(slab[:, ib].transpose(1, 0, 2)), patch, overlap, dev,
-                           batch_size, progress=False)[:, ia].transpose(1, 0, 2)
-    return along_a, along_b
+def _predictions(model: SRNet, slab: np.ndarray, ia: slice, ib: slice, dev: torch.device, batch_size: int,
+                 patch: int, overlap: int | None):
+    """The four through-plane predictions of the interior (ia, ib, :) of a slab laid out (a, b, slice),
+    one at a time: the images (b, slice) stacked along a, the images (a, slice) stacked along b,
+    then the same of the volume flipped along every axis (the slab flipped, the interior mirrored),
+    flipped back."""
+    def run(images: np.ndarray) -> np.ndarray:
+        return _run_windows(model, np.ascontiguousarray(images), patch, overlap, dev, batch_size, progress=False)
+
+    la, lb = slab.shape[:2]
+    for flipped in (False, True):
+        source = slab[::-1, ::-1, ::-1] if flipped else slab
+        ja = slice(la - ia.stop, la - ia.start) if flipped else ia
+        jb = slice(lb - ib.stop, lb - ib.start) if flipped else ib
+        for y in (run(source[ja])[:, jb], run(source[:, jb].transpose(1, 0, 2))[:, ja].transpose(1, 0, 2)):
+            yield y[::-1, ::-1, ::-1] if flipped else y
 
 
 def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = False, spread_scale: float = 1.0,
                   device="auto", batch_size: int = 8, patch: int | None = None,
                   overlap: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(output, spread or None) of a normalised LR volume on the model's working grid: what
-    `apply_sr` / `apply_sr_with_spread` give on its cubic upsampling (up to float rounding), with
-    the spread multiplied by `spread_scale` (e.g. the intensity range: input units).
+    `apply_sr_with_spread` gives on its cubic upsampling (up to float rounding), the flip
+    ensemble's mean and, with `spread`, its spread multiplied by `spread_scale` (e.g. the
+    intensity range: input units).
 
     A "2d" net sees each through-plane image on its own and reaches `model.reach[1]` voxels across
     it, so the volume is done one region at a time: a box of the two in-plane axes with the whole
-    slice axis, upsampled on a slab widened by that reach, both orientations (and with `spread`
-    their flipped twins) predicted there and combined at once, each image in one window up to
+    slice axis, upsampled on a slab widened by that reach, both orientations and their flipped
+    twins predicted there and combined at once, each image in one window up to
     `patch` voxels a side (default 1024: overlapping windows redo the net's reach, and the reach
     along the slice axis is long). Memory holds the output, one slab
     and its predictions; the spread is written region by region to an unlinked temporary file
@@ -228,10 +233,8 @@ def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = 
     if model.dims != 2:
         options = dict(device=device, batch_size=batch_size, overlap=overlap, **({"patch": patch} if patch else {}))
         up = upsample(lr, slice_axis, r, "cubic")
-        if not spread:
-            return apply_sr(model, up, slice_axis, **options), None
         out, sd = apply_sr_with_spread(model, up, slice_axis, **options)
-        return out, np.multiply(sd, spread_scale, out=sd)
+        return out, np.multiply(sd, spread_scale, out=sd) if spread else None
     patch = patch or 1024
     a, b = (x for x in range(3) if x != slice_axis)
     layout = (a, b, slice_axis)
@@ -255,25 +258,19 @@ def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = 
             slab = np.transpose(upsample(lr[tuple(index)], slice_axis, r, "cubic"), layout)
             ia = slice(ra.start - wa.start, ra.stop - wa.start)   # the region within the slab
             ib = slice(rb.start - wb.start, rb.stop - wb.start)
-            along_a, along_b = _orientations(model, slab, ia, ib, dev, batch_size, patch, overlap)
-            index[a], index[b] = ra, rb
-            out[tuple(index)] = np.transpose((along_a + along_b) / 2, np.argsort(layout))
-            if spread:
-                # the spread of the four predictions (the volume flipped along every axis: the slab
-                # flipped, the region mirrored), from their deviations from the cubic input: float32
-                # sums without cancellation
-                la, lb = wa.stop - wa.start, wb.stop - wb.start
-                mirrored = _orientations(model, slab[::-1, ::-1, ::-1], slice(la - ia.stop, la - ia.start),
-                                         slice(lb - ib.stop, lb - ib.start), dev, batch_size, patch, overlap)
-                cubic = slab[ia, ib]
-                total = np.zeros(cubic.shape, np.float32)
-                squares = np.zeros(cubic.shape, np.float32)
-                for y in (along_a, along_b, mirrored[0][::-1, ::-1, ::-1], mirrored[1][::-1, ::-1, ::-1]):
-                    deviation = np.subtract(y, cubic, out=y)
-                    total += deviation
+            cubic = slab[ia, ib]
+            total = np.zeros(cubic.shape, np.float32)   # the deviations from the cubic input: float32
+            squares = np.zeros(cubic.shape, np.float32) if spread else None   # sums without cancellation
+            for y in _predictions(model, slab, ia, ib, dev, batch_size, patch, overlap):
+                deviation = np.subtract(y, cubic, out=y)
+                total += deviation
+                if spread:
                     squares += deviation * deviation
-                del along_a, along_b, mirrored, deviation
-                total /= 4
+            del y, deviation
+            total /= 4
+            index[a], index[b] = ra, rb
+            out[tuple(index)] = np.transpose(total + cubic, np.argsort(layout))
+            if spread:
                 total *= total
                 squares /= 4
                 squares -= total
