@@ -285,6 +285,6 @@ def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = 
     if not spread:
         return out, None
     spread_file.flush()
-    mapped = np.memmap(spread_file, np.float32, "r+", shape=(n_a, n_b, n_s))
+    mapped = np.memmap(spread_file, np.float32, "r", shape=(n_a, n_b, n_s))
     spread_file.close()   # the mapping keeps the (unlinked) file until it goes
     return out, np.transpose(mapped, np.argsort(layout))
