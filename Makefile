@@ -11,7 +11,7 @@ SNAKEMAKE_FLAGS ?=
 TORCH_INDEX ?=
 CONFIG ?= config/config.yaml
 
-.PHONY: env demo test bench bench-contention bench-profile bench-scale report lint clean
+.PHONY: env demo test bench bench-contention bench-profile bench-scale bench-holdout report lint clean
 
 env: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ bench-profile: resources/ch2.nii.gz
 # SR training memory and time for cohorts of 1, 8, 32, 128 subjects; inference time and memory
 bench-scale: resources/ch2.nii.gz
 	$(PY) bench/scale.py resources/ch2.nii.gz
+
+# real slices held out of the demo knee (after make demo): every second slice dropped and predicted
+bench-holdout: env
+	$(PY) bench/holdout.py results/knee-demo/input/knee_echo1.nii.gz
 
 # the benchmark's ground truth (Colin27), fetched by the workflow's own rule
 resources/ch2.nii.gz: | env
