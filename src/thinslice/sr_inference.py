@@ -222,12 +222,12 @@ def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = 
     A "2d" net sees each through-plane image on its own and reaches `model.reach[1]` voxels across
     it, so the volume is done one region at a time: a box of the two in-plane axes with the whole
     slice axis, upsampled on a slab widened by that reach, both orientations and their flipped
-    twins predicted there and combined at once, each image in one window up to
-    `patch` voxels a side (default 1024: overlapping windows redo the net's reach, and the reach
-    along the slice axis is long). Memory holds the output, one slab
-    and its predictions; the spread is written region by region to an unlinked temporary file
-    ($TMPDIR) and comes back memory-mapped, so that the caller can write the output and free it
-    before the spread is read. "3d" nets take the whole-volume path.
+    twins predicted there and combined at once, each image in one window up to `patch` voxels a
+    side (default 1024: overlapping windows redo the net's reach, which is long along the slice
+    axis). Memory holds the output, one slab and its predictions; the spread is written region by
+    region to an unlinked temporary file ($TMPDIR) and comes back memory-mapped, so that the
+    caller can write the output and free it before the spread is read. "3d" nets take the
+    whole-volume path.
     """
     r = model.factor
     if model.dims != 2:
