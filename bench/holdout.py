@@ -16,7 +16,6 @@ The slice axis and thickness come from the geometry record beside a prepared inp
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from thinslice.geometry import Geometry
+from thinslice.metrics import psnr
 
 METHODS = ["linear", "cubic", "sr_self"]
 
@@ -35,20 +37,17 @@ def thinslice(*args: str) -> None:
 
 def held_out_psnr(out: np.ndarray, truth: np.ndarray, axis: int) -> float:
     """PSNR of `out` on the odd slices along `axis` (the dropped ones), over the brightest 40% of them."""
-    held = np.take(truth, range(1, truth.shape[axis], 2), axis=axis).astype(np.float64)
-    pred = np.take(out, range(1, out.shape[axis], 2), axis=axis).astype(np.float64)
+    held = np.take(truth, range(1, truth.shape[axis], 2), axis=axis)
     region = held >= np.quantile(held, 0.6)
-    mse = np.mean((pred[region] - held[region]) ** 2)
-    return float(10 * np.log10(held[region].max() ** 2 / mse))
+    return psnr(np.take(out, range(1, out.shape[axis], 2), axis=axis), held, region, peak=held[region].max())
 
 
 def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: float, fold: int, work: Path,
                 threads: int, settings: str | None) -> dict:
     """Keep the slices fold, fold+2, ... of `data`; each method's PSNR on the slices in between."""
     kept = np.take(data, range(fold, data.shape[axis], 2), axis=axis)
-    grid = affine.copy()
-    grid[:3, 3] += fold * affine[:3, axis]   # the first kept slice
-    sparse = grid.copy()
+    sparse = affine.copy()
+    sparse[:3, 3] += fold * affine[:3, axis]   # origin at the first kept slice, twice the spacing
     sparse[:3, axis] *= 2
     truth = np.take(data, range(fold, fold + 2 * kept.shape[axis] - 1), axis=axis)
     scan, image, geometry, mask = (work / f"fold{fold}_{n}" for n in ("scan.nii.gz", "input.nii.gz", "input.json",
@@ -87,9 +86,9 @@ def main() -> None:
     img = nib.load(a.scan)
     data = np.asarray(img.dataobj, dtype=np.float32)
     record = Path(a.scan.removesuffix(".gz").removesuffix(".nii") + ".json")
-    geometry = json.loads(record.read_text()) if record.exists() else {}
-    axis = geometry.get("slice_axis", int(np.argmax(img.header.get_zooms()[:3])))
-    thickness = a.thickness or geometry.get("thickness_mm")
+    geometry = Geometry.load(record) if record.exists() else None
+    axis = geometry.slice_axis if geometry else int(np.argmax(img.header.get_zooms()[:3]))
+    thickness = a.thickness or (geometry.thickness_mm if geometry else None)
     if not thickness:
         raise SystemExit(f"{a.scan}: no geometry record beside it; give --thickness")
     print(f"{a.scan}: {data.shape[axis]} slices along axis {axis}, {thickness:g} mm thick; every second one "

@@ -134,5 +134,6 @@ def main() -> None:
                       f"{'yes' if uncertainty else 'no'} | {m['seconds']:.0f} | {m['rss_mb']:.0f} | "
                       f"{m['anon_mb']:.0f} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -122,21 +122,21 @@ def predictions(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int
     the whole-volume application (up to float rounding) whenever overlap > 2 x reach.
     Only `batch_size` windows (2D: images of one window) are on the device at a time;
     the output is accumulated on the CPU.
-    Yields (flipped, prediction) pairs, float32 of the input's shape: "2d" nets one per
-    through-plane orientation (slice axis with each other axis), "3d" nets one; with
-    `flips`, then the same of the volume flipped along every axis (flipped back; the flip
-    maps slice i*r onto slice (n-1-i)*r, so real slices stay real).
+    Yields predictions, float32 of the input's shape: "2d" nets one per through-plane
+    orientation (slice axis with each other axis), "3d" nets one; then the same of the volume
+    flipped along every axis (flipped back; the flip maps slice i*r onto slice (n-1-i)*r, so
+    real slices stay real).
     """
     if slice_axis not in (0, 1, 2):
-        raise ThinsliceError(f"apply_sr: slice_axis must be 0, 1 or 2, got {slice_axis}")
+        raise ThinsliceError(f"apply sr: slice_axis must be 0, 1 or 2, got {slice_axis}")
     vol = np.asarray(upsampled, dtype=np.float32)
     if vol.ndim != 3:
-        raise ThinsliceError(f"apply_sr: expected a 3D volume, got shape {vol.shape}")
+        raise ThinsliceError(f"apply sr: expected a 3D volume, got shape {vol.shape}")
     if not np.all(np.isfinite(vol)):
-        raise ThinsliceError("apply_sr: the volume holds NaN or infinite values")
+        raise ThinsliceError("apply sr: the volume holds NaN or infinite values")
     if (vol.shape[slice_axis] - 1) % model.factor:
         raise ThinsliceError(
-            f"apply_sr: {vol.shape[slice_axis]} slices along axis {slice_axis} is not an output grid "
+            f"apply sr: {vol.shape[slice_axis]} slices along axis {slice_axis} is not an output grid "
             f"of factor {model.factor} ((n-1)*r+1 slices); upsample the LR scan by the model's factor")
     dev = select_device(device)
     model = model.to(dev).eval()
@@ -146,37 +146,27 @@ def predictions(model: SRNet, upsampled: np.ndarray, slice_axis: int, patch: int
     else:
         layouts = [(*others, slice_axis)]
     try:
-        for flipped in (False, True) if flips else (False,):
+        for flipped in (False, True):
             source = np.ascontiguousarray(np.flip(vol)) if flipped else vol
             for n, order in enumerate(layouts, start=1):
                 moved = np.ascontiguousarray(np.transpose(source, order))
                 y = _run_windows(model, moved, patch, overlap, dev, batch_size,
                                  desc=f"apply sr{', flipped' if flipped else ''}, orientation {n}/{len(layouts)}")
                 y = np.transpose(y, np.argsort(order))
-                yield flipped, np.ascontiguousarray(np.flip(y) if flipped else y)
+                yield np.ascontiguousarray(np.flip(y) if flipped else y)
     finally:
         model.cpu()
-
-
-def apply_sr(model: SRNet, upsampled: np.ndarray, slice_axis: int, **options) -> np.ndarray:
-    """The mean of the net's `predictions` of the unflipped volume (options: patch, overlap,
-    device, batch_size)."""
-    total, n = None, 0
-    for _, y in predictions(model, upsampled, slice_axis, flips=False, **options):
-        total = y if total is None else total + y
-        n += 1
-    return total / n
 
 
 def apply_sr_with_spread(model: SRNet, upsampled: np.ndarray, slice_axis: int,
                          **options) -> tuple[np.ndarray, np.ndarray]:
     """(output, spread): the mean and the per-voxel standard deviation of all the net's
     `predictions`, those of the flipped volume included (a flip ensemble: its mean is a little
-    more accurate than the unflipped predictions' mean, `apply_sr`, at twice the time); where
+    more accurate than the unflipped predictions' mean, at twice the time); where
     predictions that should agree differ, the output is not to be trusted."""
     total = squares = None
     n = 0
-    for _, y in predictions(model, upsampled, slice_axis, flips=True, **options):
+    for y in predictions(model, upsampled, slice_axis, **options):
         y64 = y.astype(np.float64)
         total = y64 if total is None else total + y64
         squares = y64 ** 2 if squares is None else squares + y64 ** 2
@@ -284,7 +274,6 @@ def super_resolve(model: SRNet, lr: np.ndarray, slice_axis: int, spread: bool = 
         model.cpu()
     if not spread:
         return out, None
-    spread_file.flush()
     mapped = np.memmap(spread_file, np.float32, "r", shape=(n_a, n_b, n_s))
     spread_file.close()   # the mapping keeps the (unlinked) file until it goes
     return out, np.transpose(mapped, np.argsort(layout))
