@@ -87,6 +87,18 @@ def test_self_pairs_resample_in_plane_axes_to_the_target_spacing():
     assert pairs[1].target.shape == (33, (n1 - 1) // 4 * 4 + 1, 6)
 
 
+def test_self_pairs_simulate_the_slices_on_the_in_plane_grid():
+    # 3 mm slices 8 mm apart, output at 4 mm (r = 2) from a 0.5 mm in-plane axis: the simulated
+    # slices are the in-plane lines blurred with the slice profile alone (as the real ones are),
+    # not after an anti-alias filter for the coarser output grid
+    lr = _phantom((97, 40, 6))
+    pairs = self_pairs(lr, 2, 2, "gaussian", 3.0, 8.0, (0.5, 0.5))
+    real_like = blur(lr, 0, "gaussian", 3.0, 0.5)[::16]               # 8 mm = 16 samples
+    assert pairs[0].target.shape == (13, 40, 6)                       # 0 .. 48 mm at 4 mm
+    np.testing.assert_allclose(pairs[0].input[::2], real_like, atol=1e-5)
+    np.testing.assert_allclose(pairs[0].target, resample_axis(lr, 0, 0.5, 4.0), atol=1e-6)
+
+
 def test_resample_axis_keeps_the_first_sample_and_reproduces_a_ramp():
     ramp = np.broadcast_to(np.arange(41, dtype=np.float32)[:, None, None] * 0.5, (41, 3, 2)).copy()
     out = resample_axis(ramp, 0, 0.5, 0.25)                    # upsampling: no prefilter

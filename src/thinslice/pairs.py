@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import noise
-from .degrade import degrade
+from .degrade import blur, degrade
 from .settings import SLICE_MODELS
 from .errors import ThinsliceError
 from .interpolate import upsample
@@ -107,6 +107,21 @@ def synthetic_pairs(hr: np.ndarray, slice_axis: int, r: int, model: str, thickne
     return [Pair(inp, target, int(slice_axis), int(r), None)]
 
 
+def sample_axis(data: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarray:
+    """Cubic B-spline samples of `data` along `axis` at `positions` (in samples; integers are
+    taken as they are)."""
+    data = np.asarray(data, dtype=np.float32)
+    positions = np.asarray(positions, dtype=np.float64)
+    if np.all(np.abs(positions - np.round(positions)) < 1e-6):
+        return np.ascontiguousarray(np.take(data, np.round(positions).astype(int), axis=axis))
+    eye = np.eye(data.shape[axis])
+    w = np.empty((len(positions), data.shape[axis]), dtype=np.float64)
+    for i in range(data.shape[axis]):
+        w[:, i] = ndimage.map_coordinates(eye[i], positions[None], order=3, mode="mirror")
+    moved = np.moveaxis(data, axis, -1)
+    return np.ascontiguousarray(np.moveaxis(moved @ w.T.astype(np.float32), -1, axis))
+
+
 def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm: float) -> np.ndarray:
     """Cubic B-spline resampling of `data` along `axis` from one spacing to another.
 
@@ -118,17 +133,10 @@ def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm
     ratio = new_spacing_mm / spacing_mm
     if abs(ratio - 1.0) <= SPACING_TOLERANCE:
         return data
-    n_in = data.shape[axis]
-    n_out = int(np.floor((n_in - 1) / ratio + 1e-6)) + 1
+    n_out = int(np.floor((data.shape[axis] - 1) / ratio + 1e-6)) + 1
     if ratio > 1:
         data = ndimage.gaussian_filter1d(data, (ratio - 1.0) / 2.0, axis=axis, mode="mirror")
-    positions = np.arange(n_out) * ratio
-    eye = np.eye(n_in)
-    w = np.empty((n_out, n_in), dtype=np.float64)
-    for i in range(n_in):
-        w[:, i] = ndimage.map_coordinates(eye[i], positions[None], order=3, mode="mirror")
-    moved = np.moveaxis(data, axis, -1)
-    return np.ascontiguousarray(np.moveaxis(moved @ w.T.astype(np.float32), -1, axis))
+    return sample_axis(data, axis, np.arange(n_out) * ratio)
 
 
 def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
@@ -138,10 +146,12 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
 
     lr: the real scan (X, Y, Z), `slice_axis` with `spacing_mm` between slices of
     `thickness_mm`; in_plane_mm: the spacings of the two other axes in array order (or
-    one number for both). For each in-plane axis a: resample a to the target spacing
-    spacing_mm / r (cubic) when it differs, blur along a with the slice profile
-    (thickness at the target spacing), keep every r-th sample (topped up to `noise_sd`,
-    the scan's noise level, when given), cubic-upsample back.
+    one number for both). For each in-plane axis a, the target is a resampled to the output
+    spacing spacing_mm / r (cubic); the input is the acquisition simulated on a's own grid
+    (blur with the slice profile, sample every spacing_mm, topped up to `noise_sd`, the scan's
+    noise level, when given) and cubic-upsampled onto the target's grid. Simulating on the
+    native grid keeps the input's blur that of the real slices even when the output spacing
+    is much coarser than the in-plane one (its anti-alias filter is the target's alone).
     Returns two Pairs, degraded along the first then the second in-plane axis; the
     context of each is the other in-plane axis (the slice axis is low resolution in both).
     """
@@ -152,17 +162,25 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     in_plane = np.broadcast_to(np.asarray(in_plane_mm, dtype=float), (2,))
     if not np.all(in_plane > 0):
         raise ThinsliceError(f"self_pairs: in-plane spacings must be positive, got {in_plane_mm}")
+    r = int(r)
     target_mm = spacing_mm / r
     pairs = []
     for a, h, other in zip(axes, in_plane, axes[::-1]):
-        hr = resample_axis(lr, a, float(h), target_mm)
-        gain = 1.0      # of the scan's noise, through resampling and the slice profile
-        if noise_sd > 0:
-            gain = noise.gain(lambda x: degrade(resample_axis(x, 0, float(h), target_mm), 0, int(r), model,
-                                                thickness_mm, target_mm), min(lr.shape[a], 128))
-        try:
-            inp, target = _simulate(hr, a, int(r), model, thickness_mm, target_mm, noise_sd, gain, rng)
-        except ThinsliceError as exc:
-            raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: {exc}") from None
-        pairs.append(Pair(inp, target, a, int(r), (other,), "self"))
+        target = resample_axis(lr, a, float(h), target_mm)
+        n_slices = (target.shape[a] - 1) // r + 1
+        if n_slices < 2:
+            raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: it spans {target.shape[a]} "
+                                 f"samples at the output spacing, less than r+1 = {r + 1}")
+        positions = np.arange(n_slices) * (spacing_mm / h)       # the simulated slices, in samples of a
+
+        def acquire(x: np.ndarray, axis: int) -> np.ndarray:
+            return sample_axis(blur(x, axis, model, thickness_mm, float(h)), axis, positions)
+
+        degraded = acquire(lr, a)
+        if noise_sd > 0:     # the scan's noise, scaled by the slice profile and the sampling
+            gain = noise.gain(lambda x: acquire(x, 0), lr.shape[a])
+            degraded = noise.top_up(degraded, noise_sd, gain, rng if rng is not None else np.random.default_rng(0))
+        target = np.take(target, range((n_slices - 1) * r + 1), axis=a)
+        pairs.append(Pair(np.ascontiguousarray(upsample(degraded, a, r, "cubic")),
+                          np.ascontiguousarray(target, dtype=np.float32), a, r, (other,), "self"))
     return pairs
