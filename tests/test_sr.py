@@ -87,16 +87,22 @@ def test_self_pairs_resample_in_plane_axes_to_the_target_spacing():
     assert pairs[1].target.shape == (33, (n1 - 1) // 4 * 4 + 1, 6)
 
 
-def test_self_pairs_simulate_the_slices_on_the_in_plane_grid():
-    # 3 mm slices 8 mm apart, output at 4 mm (r = 2) from a 0.5 mm in-plane axis: the simulated
-    # slices are the in-plane lines blurred with the slice profile alone (as the real ones are),
-    # not after an anti-alias filter for the coarser output grid
+@pytest.mark.parametrize("spacing_mm, r", [(8.0, 2), (4.0, 4)])
+def test_self_pairs_simulate_the_slices_on_the_in_plane_grid(spacing_mm, r):
+    # 3 mm slices from a 0.5 mm in-plane axis: the simulated slices are the in-plane lines blurred
+    # with the slice profile alone (as the real ones are), not after an anti-alias filter for the
+    # output grid. The target is the output grid's resampling when the output spacing is finer than
+    # the slices are thick (1 mm), the lines blurred with the slice profile when it is not (4 mm).
     lr = _phantom((97, 40, 6))
-    pairs = self_pairs(lr, 2, 2, "gaussian", 3.0, 8.0, (0.5, 0.5))
-    real_like = blur(lr, 0, "gaussian", 3.0, 0.5)[::16]               # 8 mm = 16 samples
-    assert pairs[0].target.shape == (13, 40, 6)                       # 0 .. 48 mm at 4 mm
-    np.testing.assert_allclose(pairs[0].input[::2], real_like, atol=1e-5)
-    np.testing.assert_allclose(pairs[0].target, resample_axis(lr, 0, 0.5, 4.0), atol=1e-6)
+    pairs = self_pairs(lr, 2, r, "gaussian", 3.0, spacing_mm, (0.5, 0.5))
+    out_mm = spacing_mm / r
+    step = int(spacing_mm / 0.5)
+    profile = blur(lr, 0, "gaussian", 3.0, 0.5)
+    n = (96 // step) * r + 1                                          # the output grid up to the last slice
+    assert pairs[0].target.shape == (n, 40, 6)
+    np.testing.assert_allclose(pairs[0].input[::r], profile[::step], atol=1e-5)
+    expected = profile[::int(out_mm / 0.5)] if out_mm >= 3.0 else resample_axis(lr, 0, 0.5, out_mm)
+    np.testing.assert_allclose(pairs[0].target, expected[:n], atol=1e-5)
 
 
 def test_resample_axis_keeps_the_first_sample_and_reproduces_a_ramp():

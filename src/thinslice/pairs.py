@@ -152,6 +152,9 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     noise level, when given) and cubic-upsampled onto the target's grid. Simulating on the
     native grid keeps the input's blur that of the real slices even when the output spacing
     is much coarser than the in-plane one (its anti-alias filter is the target's alone).
+    When the output spacing is no finer than the slices are thick, the target is a blurred
+    with the slice profile instead, as the scanner's own slices at that spacing would be
+    (held out real slices are predicted better so).
     Returns two Pairs, degraded along the first then the second in-plane axis; the
     context of each is the other in-plane axis (the slice axis is low resolution in both).
     """
@@ -166,7 +169,12 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     target_mm = spacing_mm / r
     pairs = []
     for a, h, other in zip(axes, in_plane, axes[::-1]):
-        target = resample_axis(lr, a, float(h), target_mm)
+        blurred = blur(lr, a, model, thickness_mm, float(h))       # the slice profile on a's own grid
+        if target_mm >= thickness_mm:
+            n_out = int(np.floor((lr.shape[a] - 1) * h / target_mm + 1e-6)) + 1
+            target = sample_axis(blurred, a, np.arange(n_out) * (target_mm / h))
+        else:
+            target = resample_axis(lr, a, float(h), target_mm)
         n_slices = (target.shape[a] - 1) // r + 1
         if n_slices < 2:
             raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: it spans {target.shape[a]} "
@@ -176,7 +184,7 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
         def acquire(x: np.ndarray, axis: int) -> np.ndarray:
             return sample_axis(blur(x, axis, model, thickness_mm, float(h)), axis, positions)
 
-        degraded = acquire(lr, a)
+        degraded = sample_axis(blurred, a, positions)
         if noise_sd > 0:     # the scan's noise, scaled by the slice profile and the sampling
             gain = noise.gain(lambda x: acquire(x, 0), lr.shape[a])
             degraded = noise.top_up(degraded, noise_sd, gain, rng if rng is not None else np.random.default_rng(0))
