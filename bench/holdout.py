@@ -1,12 +1,13 @@
 """Held-out real slices: how well each method predicts slices that were really acquired.
 
-Every second slice of a real scan is dropped (fold 0 keeps the even slices, fold 1 the odd
-ones): the spacing doubles, the slices keep their thickness. Each method upsamples the kept
-slices x2 and is scored on the dropped ones: PSNR over the brightest 40% of their voxels, peak
-their largest value. No simulation: real noise, real slice profile, real anatomy, but twice
-the scan's own spacing.
+Only every k-th slice of a real scan is kept (k = --every, 2 by default; fold f keeps slices
+f, f+k, ...; one fold per offset, so every slice is held out once): the spacing grows k times,
+the slices keep their thickness. Each method upsamples the kept slices xk and is scored on the
+dropped ones: PSNR over the brightest 40% of their voxels, peak their largest value. No
+simulation: real noise, real slice profile, real anatomy, but k times the scan's own spacing.
 
     python bench/holdout.py results/knee-demo/input/knee_echo1.nii.gz     (make bench-holdout)
+    python bench/holdout.py scan.nii.gz --every 3                         (keep every third slice)
     python bench/holdout.py scan.nii.gz --thickness 3 --settings sr.json  (an SR variant)
 
 The slice axis and thickness come from the geometry record beside a prepared input
@@ -35,26 +36,28 @@ def thinslice(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "thinslice", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def held_out_psnr(out: np.ndarray, truth: np.ndarray, axis: int) -> float:
-    """PSNR of `out` on the odd slices along `axis` (the dropped ones), over the brightest 40% of them."""
-    held = np.take(truth, range(1, truth.shape[axis], 2), axis=axis)
+def held_out_psnr(out: np.ndarray, truth: np.ndarray, axis: int, every: int) -> float:
+    """PSNR of `out` on the slices along `axis` that are not multiples of `every` (the dropped ones),
+    over the brightest 40% of them."""
+    dropped = [i for i in range(truth.shape[axis]) if i % every]
+    held = np.take(truth, dropped, axis=axis)
     region = held >= np.quantile(held, 0.6)
-    return psnr(np.take(out, range(1, out.shape[axis], 2), axis=axis), held, region, peak=held[region].max())
+    return psnr(np.take(out, dropped, axis=axis), held, region, peak=held[region].max())
 
 
-def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: float, fold: int, work: Path,
-                threads: int, settings: str | None) -> dict:
-    """Keep the slices fold, fold+2, ... of `data`; each method's PSNR on the slices in between."""
-    kept = np.take(data, range(fold, data.shape[axis], 2), axis=axis)
+def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: float, every: int, fold: int,
+                work: Path, threads: int, settings: str | None) -> dict:
+    """Keep the slices fold, fold+every, ... of `data`; each method's PSNR on the slices in between."""
+    kept = np.take(data, range(fold, data.shape[axis], every), axis=axis)
     sparse = affine.copy()
-    sparse[:3, 3] += fold * affine[:3, axis]   # origin at the first kept slice, twice the spacing
-    sparse[:3, axis] *= 2
-    truth = np.take(data, range(fold, fold + 2 * kept.shape[axis] - 1), axis=axis)
+    sparse[:3, 3] += fold * affine[:3, axis]   # origin at the first kept slice, `every` times the spacing
+    sparse[:3, axis] *= every
+    truth = np.take(data, range(fold, fold + every * (kept.shape[axis] - 1) + 1), axis=axis)
     scan, image, geometry, mask = (work / f"fold{fold}_{n}" for n in ("scan.nii.gz", "input.nii.gz", "input.json",
                                                                         "mask.nii.gz"))
     nib.save(nib.Nifti1Image(kept, sparse), scan)
     thinslice("prepare", "--input", str(scan), "--slice-axis", str(axis), "--thickness", str(thickness),
-              "--factor", "2", "--out-image", str(image), "--out-geometry", str(geometry), "--out-mask", str(mask))
+              "--factor", str(every), "--out-image", str(image), "--out-geometry", str(geometry), "--out-mask", str(mask))
     scores = {}
     for method in METHODS:
         out = work / f"fold{fold}_{method}.nii.gz"
@@ -72,7 +75,7 @@ def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: floa
         predicted = np.asarray(nib.load(out).dataobj)
         if predicted.shape != truth.shape:
             raise SystemExit(f"{method}: output of shape {predicted.shape}, expected {truth.shape}")
-        scores[method] = (held_out_psnr(predicted, truth, axis), time.perf_counter() - start)
+        scores[method] = (held_out_psnr(predicted, truth, axis, every), time.perf_counter() - start)
     return scores
 
 
@@ -80,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scan", help="a real scan (NIfTI), e.g. a prepared input of the workflow")
     parser.add_argument("--thickness", type=float, help="slice thickness in mm (default: the geometry record's)")
+    parser.add_argument("--every", type=int, default=2, help="keep every k-th slice and predict xk (default 2)")
     parser.add_argument("--settings", help="SR training settings (JSON) for sr_self")
     parser.add_argument("--threads", type=int, default=2)
     a = parser.parse_args()
@@ -91,14 +95,17 @@ def main() -> None:
     thickness = a.thickness or (geometry.thickness_mm if geometry else None)
     if not thickness:
         raise SystemExit(f"{a.scan}: no geometry record beside it; give --thickness")
-    print(f"{a.scan}: {data.shape[axis]} slices along axis {axis}, {thickness:g} mm thick; every second one "
-          f"dropped and predicted (x2), {a.threads} threads")
+    if a.every < 2 or data.shape[axis] < 2 * a.every:
+        raise SystemExit(f"{a.scan}: --every must be at least 2, with 2 kept slices in every fold "
+                         f"({data.shape[axis]} slices)")
+    print(f"{a.scan}: {data.shape[axis]} slices along axis {axis}, {thickness:g} mm thick; one "
+          f"kept in {a.every}, the others predicted (x{a.every}), {a.threads} threads")
     print("| fold | " + " | ".join(f"{m} (dB)" for m in METHODS) + " | sr_self time (s) |")
     print("|---" * (len(METHODS) + 2) + "|")
     with tempfile.TemporaryDirectory() as tmp:
-        for fold in (0, 1):
-            s = fold_scores(data, img.affine, axis, thickness, fold, Path(tmp), a.threads, a.settings)
-            print(f"| {'even' if fold == 0 else 'odd'} slices kept | "
+        for fold in range(a.every):
+            s = fold_scores(data, img.affine, axis, thickness, a.every, fold, Path(tmp), a.threads, a.settings)
+            print(f"| {fold}, {fold + a.every}, ... kept | "
                   + " | ".join(f"{s[m][0]:.2f}" for m in METHODS) + f" | {s['sr_self'][1]:.0f} |", flush=True)
 
 
