@@ -105,6 +105,21 @@ def test_self_pairs_simulate_the_slices_on_the_in_plane_grid(spacing_mm, r):
     np.testing.assert_allclose(pairs[0].target, expected[:n], atol=1e-5)
 
 
+def test_self_pairs_at_every_offset_of_the_output_grid():
+    # 3 mm slices 8 mm apart from a 0.5 mm axis, output at 4 mm (r = 2): offset 1 simulates the
+    # slices at 4, 12, 20, ... mm, the output samples that offset 0 leaves between its slices
+    lr = _phantom((97, 40, 6))
+    pairs = self_pairs(lr, 2, 2, "gaussian", 3.0, 8.0, (0.5, 0.5), all_offsets=True)
+    assert [(p.axis, p.context) for p in pairs] == [(0, (1,)), (0, (1,)), (1, (0,)), (1, (0,))]
+    first = self_pairs(lr, 2, 2, "gaussian", 3.0, 8.0, (0.5, 0.5))
+    np.testing.assert_array_equal(pairs[0].input, first[0].input)
+    profile = blur(lr, 0, "gaussian", 3.0, 0.5)
+    shifted = pairs[1]
+    assert shifted.target.shape == (11, 40, 6)                        # 4 .. 44 mm
+    np.testing.assert_allclose(shifted.target, profile[8:96:8], atol=1e-5)
+    np.testing.assert_allclose(shifted.input[::2], profile[8::16], atol=1e-5)
+
+
 def test_resample_axis_keeps_the_first_sample_and_reproduces_a_ramp():
     ramp = np.broadcast_to(np.arange(41, dtype=np.float32)[:, None, None] * 0.5, (41, 3, 2)).copy()
     out = resample_axis(ramp, 0, 0.5, 0.25)                    # upsampling: no prefilter

@@ -141,7 +141,7 @@ def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm
 
 def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
                spacing_mm: float, in_plane_mm, noise_sd: float = 0.0,
-               rng: np.random.Generator | None = None) -> list[Pair]:
+               rng: np.random.Generator | None = None, all_offsets: bool = False) -> list[Pair]:
     """Pairs from the real LR scan alone: the slice model simulated along each in-plane axis.
 
     lr: the real scan (X, Y, Z), `slice_axis` with `spacing_mm` between slices of
@@ -155,7 +155,10 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     When the output spacing is no finer than the slices are thick, the target is a blurred
     with the slice profile instead, as the scanner's own slices at that spacing would be
     (held out real slices are predicted better so).
-    Returns two Pairs, degraded along the first then the second in-plane axis; the
+    With `all_offsets` the slices are simulated r times along each axis, through output
+    samples k, k+r, ... for k = 0 .. r-1 (each its own pair, its target starting at sample k):
+    r times the distinct examples from one scan.
+    Returns the Pairs degraded along the first in-plane axis, then those along the second; the
     context of each is the other in-plane axis (the slice axis is low resolution in both).
     """
     lr = _check(lr, slice_axis, r, model, thickness_mm, "self_pairs")
@@ -175,20 +178,23 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
             target = sample_axis(blurred, a, np.arange(n_out) * (target_mm / h))
         else:
             target = resample_axis(lr, a, float(h), target_mm)
-        n_slices = (target.shape[a] - 1) // r + 1
-        if n_slices < 2:
+        if target.shape[a] < r + 1:
             raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: it spans {target.shape[a]} "
                                  f"samples at the output spacing, less than r+1 = {r + 1}")
-        positions = np.arange(n_slices) * (spacing_mm / h)       # the simulated slices, in samples of a
+        for k in range(r if all_offsets else 1):
+            n_slices = (target.shape[a] - 1 - k) // r + 1
+            if n_slices < 2:
+                continue
+            positions = (k + np.arange(n_slices) * r) * (target_mm / h)   # the simulated slices, in samples of a
 
-        def acquire(x: np.ndarray, axis: int) -> np.ndarray:
-            return sample_axis(blur(x, axis, model, thickness_mm, float(h)), axis, positions)
+            def acquire(x: np.ndarray, axis: int) -> np.ndarray:
+                return sample_axis(blur(x, axis, model, thickness_mm, float(h)), axis, positions)
 
-        degraded = sample_axis(blurred, a, positions)
-        if noise_sd > 0:     # the scan's noise, scaled by the slice profile and the sampling
-            gain = noise.gain(lambda x: acquire(x, 0), lr.shape[a])
-            degraded = noise.top_up(degraded, noise_sd, gain, rng if rng is not None else np.random.default_rng(0))
-        target = np.take(target, range((n_slices - 1) * r + 1), axis=a)
-        pairs.append(Pair(np.ascontiguousarray(upsample(degraded, a, r, "cubic")),
-                          np.ascontiguousarray(target, dtype=np.float32), a, r, (other,), "self"))
+            degraded = sample_axis(blurred, a, positions)
+            if noise_sd > 0:     # the scan's noise, scaled by the slice profile and the sampling
+                gain = noise.gain(lambda x: acquire(x, 0), lr.shape[a])
+                degraded = noise.top_up(degraded, noise_sd, gain, rng if rng is not None else np.random.default_rng(0))
+            kept = np.take(target, range(k, k + (n_slices - 1) * r + 1), axis=a)
+            pairs.append(Pair(np.ascontiguousarray(upsample(degraded, a, r, "cubic")),
+                              np.ascontiguousarray(kept, dtype=np.float32), a, r, (other,), "self"))
     return pairs

@@ -169,6 +169,9 @@ class SRConfig(Settings):
                                           minimum=0, exclusiveMaximum=1)
     match_noise: bool = setting(True, "top the pairs' simulated thick slices up to the noise level "
                                 "estimated from the real scan (blurring averaged theirs down)")
+    all_offsets: bool = setting(True, "self pairs simulate the thick slices at each of the r offsets of the output "
+                                "grid, not only through its first sample (r times the pairs, and the disk they "
+                                "take while training)")
     flip: bool = setting(True, "random flips of the patches (the slice profile is symmetric)")
     checkpoint_every: int = setting(500, "steps between atomic checkpoints (and at the end)", minimum=1)
     log_every: int = setting(50, "steps between rows of the loss CSV (means over the interval)", minimum=1)
