@@ -122,19 +122,21 @@ def sample_axis(data: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarra
     return np.ascontiguousarray(np.moveaxis(moved @ w.T.astype(np.float32), -1, axis))
 
 
-def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm: float) -> np.ndarray:
+def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm: float,
+                  antialias: bool = True) -> np.ndarray:
     """Cubic B-spline resampling of `data` along `axis` from one spacing to another.
 
     Sample k of the result lies at k * new_spacing_mm from sample 0 (same first sample,
     as long as it fits in the extent). Downsampling first applies a Gaussian anti-alias
-    filter (sigma = (ratio - 1) / 2 input samples, as scikit-image's rescale does).
+    filter (sigma = (ratio - 1) / 2 input samples, as scikit-image's rescale does), unless
+    `antialias` is false (data already blurred enough).
     """
     data = np.asarray(data, dtype=np.float32)
     ratio = new_spacing_mm / spacing_mm
     if abs(ratio - 1.0) <= SPACING_TOLERANCE:
         return data
     n_out = int(np.floor((data.shape[axis] - 1) / ratio + 1e-6)) + 1
-    if ratio > 1:
+    if ratio > 1 and antialias:
         data = ndimage.gaussian_filter1d(data, (ratio - 1.0) / 2.0, axis=axis, mode="mirror")
     return sample_axis(data, axis, np.arange(n_out) * ratio)
 
@@ -173,9 +175,8 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     pairs = []
     for a, h, other in zip(axes, in_plane, axes[::-1]):
         blurred = blur(lr, a, model, thickness_mm, float(h))       # the slice profile on a's own grid
-        if target_mm >= thickness_mm:
-            n_out = int(np.floor((lr.shape[a] - 1) * h / target_mm + 1e-6)) + 1
-            target = sample_axis(blurred, a, np.arange(n_out) * (target_mm / h))
+        if target_mm >= thickness_mm:     # the profile is the target's blur
+            target = resample_axis(blurred, a, float(h), target_mm, antialias=False)
         else:
             target = resample_axis(lr, a, float(h), target_mm)
         if target.shape[a] < r + 1:
@@ -186,13 +187,10 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
             if n_slices < 2:
                 continue
             positions = (k + np.arange(n_slices) * r) * (target_mm / h)   # the simulated slices, in samples of a
-
-            def acquire(x: np.ndarray, axis: int) -> np.ndarray:
-                return sample_axis(blur(x, axis, model, thickness_mm, float(h)), axis, positions)
-
             degraded = sample_axis(blurred, a, positions)
             if noise_sd > 0:     # the scan's noise, scaled by the slice profile and the sampling
-                gain = noise.gain(lambda x: acquire(x, 0), lr.shape[a])
+                gain = noise.gain(lambda x: sample_axis(blur(x, 0, model, thickness_mm, float(h)), 0, positions),
+                                  lr.shape[a])
                 degraded = noise.top_up(degraded, noise_sd, gain, rng if rng is not None else np.random.default_rng(0))
             kept = np.take(target, range(k, k + (n_slices - 1) * r + 1), axis=a)
             pairs.append(Pair(np.ascontiguousarray(upsample(degraded, a, r, "cubic")),

@@ -95,7 +95,7 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
 # --------------------------------------------------------------------------- stage 2
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
-                   slice_model: str, match_noise: bool, seed: int, all_offsets: bool = False):
+                   slice_model: str, match_noise: bool, seed: int, all_offsets: bool):
     """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
