@@ -13,7 +13,7 @@ from thinslice import metrics, sr, sr_inference, sr_training
 from thinslice.degrade import blur, degrade
 from thinslice.errors import ThinsliceError
 from thinslice.interpolate import upsample
-from thinslice.pairs import Pair, resample_axis, self_pairs, synthetic_pairs
+from thinslice.pairs import Pair, resample_axis, rotated_in_plane, self_pairs, synthetic_pairs
 from thinslice.settings import SRConfig
 from thinslice.training import data_fingerprint
 
@@ -118,6 +118,37 @@ def test_self_pairs_at_every_offset_of_the_output_grid():
     assert shifted.target.shape == (11, 40, 6)                        # 4 .. 44 mm
     np.testing.assert_allclose(shifted.target, profile[8:96:8], atol=1e-5)
     np.testing.assert_allclose(shifted.input[::2], profile[8::16], atol=1e-5)
+
+
+def test_rotated_copies_turn_the_scan_in_millimetres():
+    # a quarter turn is a transpose of the in-plane axes; a disc 16 mm across on 0.5 x 1 mm voxels
+    # turned by 30 degrees is that disc on 0.5 mm voxels (the coarser axis upsampled first)
+    lr = _phantom((30, 30, 5))
+    turned, spacing = rotated_in_plane(lr, 2, 1.0, 90.0)
+    assert spacing == 1.0
+    quarter = [np.rot90(lr, k, axes=(0, 1)) for k in (1, -1)]
+    assert min(np.abs(turned - q)[3:-3, 3:-3].max() for q in quarter) < 1e-4
+    x, y = np.meshgrid(np.arange(64) * 0.5 - 15.75, np.arange(32) * 1.0 - 15.5, indexing="ij")   # centred
+    disc = np.repeat(((x ** 2 + y ** 2) < 64).astype(np.float32)[:, :, None], 3, axis=2)
+    turned, spacing = rotated_in_plane(disc, 2, (0.5, 1.0), 30.0)
+    assert spacing == 0.5 and turned.shape == (64, 63, 3)             # 31 mm of y at 0.5 mm
+    x, y = np.meshgrid(np.arange(64) * 0.5 - 15.75, np.arange(63) * 0.5 - 15.5, indexing="ij")
+    assert np.mean((turned > 0.5) == ((x ** 2 + y ** 2) < 64)[:, :, None]) > 0.99
+
+
+def test_self_pairs_of_rotated_copies():
+    # n rotations: the scan's pairs, then those of each copy turned by 90 k / (n + 1) degrees
+    lr = _phantom((40, 36, 6))
+    plain = self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, (1.0, 1.0))
+    pairs = self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, (1.0, 1.0), rotations=2)
+    assert len(pairs) == 3 * len(plain) and [p.axis for p in pairs] == [0, 1] * 3
+    for k in (0, 1):
+        np.testing.assert_array_equal(pairs[k].input, plain[k].input)
+    for k, degrees in ((2, 30.0), (4, 60.0)):
+        turned = self_pairs(rotated_in_plane(lr, 2, 1.0, degrees)[0], 2, 2, "gaussian", 3.0, 4.0, 1.0)
+        for got, expected in zip(pairs[k:k + 2], turned):
+            np.testing.assert_array_equal(got.target, expected.target)
+            np.testing.assert_array_equal(got.input, expected.input)
 
 
 def test_resample_axis_keeps_the_first_sample_and_reproduces_a_ramp():

@@ -141,9 +141,24 @@ def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm
     return sample_axis(data, axis, np.arange(n_out) * ratio)
 
 
+def rotated_in_plane(lr: np.ndarray, slice_axis: int, in_plane_mm, degrees: float) -> tuple[np.ndarray, float]:
+    """(the scan rotated about its slice axis by `degrees`, its in-plane spacing): cubic B-spline,
+    same array shape (the corners that leave it are dropped, those that enter are background, the
+    scan's minimum). Unequal in-plane spacings are first made the finer one (cubic upsampling of
+    the coarser axis), so that the rotation is one in millimetres."""
+    axes = [a for a in range(3) if a != slice_axis]
+    spacings = np.broadcast_to(np.asarray(in_plane_mm, dtype=float), (2,))
+    fine = float(spacings.min())
+    for a, h in zip(axes, spacings):
+        lr = resample_axis(lr, a, float(h), fine)
+    turned = ndimage.rotate(lr, degrees, axes=axes, reshape=False, order=3, mode="constant", cval=float(lr.min()))
+    return np.ascontiguousarray(turned, dtype=np.float32), fine
+
+
 def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
                spacing_mm: float, in_plane_mm, noise_sd: float = 0.0,
-               rng: np.random.Generator | None = None, all_offsets: bool = False) -> list[Pair]:
+               rng: np.random.Generator | None = None, all_offsets: bool = False,
+               rotations: int = 0) -> list[Pair]:
     """Pairs from the real LR scan alone: the slice model simulated along each in-plane axis.
 
     lr: the real scan (X, Y, Z), `slice_axis` with `spacing_mm` between slices of
@@ -160,17 +175,34 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     With `all_offsets` the slices are simulated r times along each axis, through output
     samples k, k+r, ... for k = 0 .. r-1 (each its own pair, its target starting at sample k):
     r times the distinct examples from one scan.
-    Returns the Pairs degraded along the first in-plane axis, then those along the second; the
-    context of each is the other in-plane axis (the slice axis is low resolution in both).
+    With `rotations` n the same is done on n copies of the scan rotated about its slice axis by
+    90 k / (n + 1) degrees, k = 1 .. n (rotated_in_plane): the slices are then also simulated
+    across the anatomy's oblique directions, n + 1 times the pairs. A scan has few slices, and a
+    network trained on its two in-plane axes alone learns those axes' anatomy by heart.
+    Returns the Pairs degraded along the first in-plane axis, then those along the second (for
+    the scan, then for each rotated copy); the context of each is the other in-plane axis (the
+    slice axis is low resolution in both).
     """
     lr = _check(lr, slice_axis, r, model, thickness_mm, "self_pairs")
     if not spacing_mm > 0:
         raise ThinsliceError(f"self_pairs: slice spacing must be positive, got {spacing_mm}")
-    axes = [a for a in range(3) if a != slice_axis]
     in_plane = np.broadcast_to(np.asarray(in_plane_mm, dtype=float), (2,))
     if not np.all(in_plane > 0):
         raise ThinsliceError(f"self_pairs: in-plane spacings must be positive, got {in_plane_mm}")
-    r = int(r)
+    scans = [(lr, in_plane)]
+    for k in range(1, int(rotations) + 1):
+        turned, fine = rotated_in_plane(lr, slice_axis, in_plane, 90.0 * k / (int(rotations) + 1))
+        scans.append((turned, (fine, fine)))
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return [pair for scan, spacings in scans
+            for pair in _in_plane_pairs(scan, slice_axis, int(r), model, thickness_mm, spacing_mm, spacings,
+                                        noise_sd, rng, all_offsets)]
+
+
+def _in_plane_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float, spacing_mm: float,
+                    in_plane, noise_sd: float, rng: np.random.Generator, all_offsets: bool) -> list[Pair]:
+    """self_pairs of one scan (no rotated copies)."""
+    axes = [a for a in range(3) if a != slice_axis]
     target_mm = spacing_mm / r
     pairs = []
     for a, h, other in zip(axes, in_plane, axes[::-1]):
@@ -191,7 +223,7 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
             if noise_sd > 0:     # the scan's noise, scaled by the slice profile and the sampling
                 gain = noise.gain(lambda x: sample_axis(blur(x, 0, model, thickness_mm, float(h)), 0, positions),
                                   lr.shape[a])
-                degraded = noise.top_up(degraded, noise_sd, gain, rng if rng is not None else np.random.default_rng(0))
+                degraded = noise.top_up(degraded, noise_sd, gain, rng)
             kept = np.take(target, range(k, k + (n_slices - 1) * r + 1), axis=a)
             pairs.append(Pair(np.ascontiguousarray(upsample(degraded, a, r, "cubic")),
                               np.ascontiguousarray(kept, dtype=np.float32), a, r, (other,), "self"))

@@ -172,6 +172,9 @@ class SRConfig(Settings):
     all_offsets: bool = setting(True, "self pairs simulate the thick slices at each of the r offsets of the output "
                                 "grid, not only through its first sample (r times the pairs, and the disk they "
                                 "take while training)")
+    rotations: int = setting(1, "self pairs also from n copies of the scan rotated about its slice axis by "
+                             "90 k / (n + 1) degrees, k = 1 .. n: the slices simulated across oblique directions "
+                             "of the anatomy too (n + 1 times the pairs)", minimum=0)
     flip: bool = setting(True, "random flips of the patches (the slice profile is symmetric)")
     checkpoint_every: int = setting(500, "steps between atomic checkpoints (and at the end)", minimum=1)
     log_every: int = setting(50, "steps between rows of the loss CSV (means over the interval)", minimum=1)
