@@ -189,9 +189,10 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     in_plane = np.broadcast_to(np.asarray(in_plane_mm, dtype=float), (2,))
     if not np.all(in_plane > 0):
         raise ThinsliceError(f"self_pairs: in-plane spacings must be positive, got {in_plane_mm}")
+    n = int(rotations)
     scans = [(lr, in_plane)]
-    for k in range(1, int(rotations) + 1):
-        turned, fine = rotated_in_plane(lr, slice_axis, in_plane, 90.0 * k / (int(rotations) + 1))
+    for k in range(1, n + 1):
+        turned, fine = rotated_in_plane(lr, slice_axis, in_plane, 90.0 * k / (n + 1))
         scans.append((turned, (fine, fine)))
     rng = rng if rng is not None else np.random.default_rng(0)
     return [pair for scan, spacings in scans
