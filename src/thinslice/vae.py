@@ -85,13 +85,16 @@ class SliceVAE(nn.Module):
         # Lowest intensity of the training data: decoded slices are clamped at it, so the
         # background can be reproduced exactly (set by train_vae, saved with the weights).
         self.register_buffer("floor", torch.tensor(float("-inf")))
+        # Channels-last weights let oneDNN skip its layout reorders: training steps about 1/6
+        # faster on the CPU. .to(device) and load_state_dict keep the layout.
+        self.to(memory_format=torch.channels_last)
 
     @property
     def multiple(self) -> int:
         return 2 ** self.config.levels
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        mean, logvar = self.encoder(x.contiguous(memory_format=torch.channels_last)).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
