@@ -218,18 +218,6 @@ def test_spilled_pairs_sample_as_in_memory_ones(tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
-def test_pairs_are_held_in_float16_unless_out_of_its_range():
-    # half the memory and disk; the sampler still hands the network float32
-    pair = synthetic_pairs(_phantom((30, 32, 21)), 2, 2, "gaussian", 2.0, 1.0)[0]
-    sampler = sr_training.PatchSampler([pair], SRConfig(patch_size=8))
-    held = sampler.data[0]
-    assert held.input.dtype == held.target.dtype == np.float16
-    np.testing.assert_allclose(held.target.astype(np.float32), pair.target, rtol=1e-3, atol=1e-4)
-    assert all(b.dtype == np.float32 for b in sampler.batch(4))
-    spike = pair._replace(target=pair.target * np.float32(1e6))
-    assert sr_training.PatchSampler([spike], SRConfig(patch_size=8)).data[0].target.dtype == np.float32
-
-
 # --------------------------------------------------------------------------- network and inference
 
 def test_untrained_net_returns_its_input():
