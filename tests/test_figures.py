@@ -72,7 +72,7 @@ def subject(tmp_path_factory, anatomical):
         w.writerow([250, 0.05, 0.04, 3.0, 1.0, -0.1, 0.0])  # a resumed run repeats a step
     with open(d / "sr_loss.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "loss", "l1", "gradient", "lr"])
+        w.writerow(["step", "loss", "pixel", "gradient", "lr"])
         for s in range(50, 1050, 50):
             w.writerow([s, 0.05 / s**0.2, 0.05 / s**0.2, 0.0, 1e-3])
     header = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodic_artifact", "consistency_psnr"]

@@ -362,6 +362,25 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch)
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
+@pytest.mark.parametrize("loss", ["l1", "l2"])
+def test_the_pixel_loss_is_the_configured_one(tmp_path, loss):
+    """The first logged pixel loss is the untrained network's mean absolute (l1) or squared (l2)
+    error on the first batch, recomputed here from the same seed."""
+    pairs = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
+    config = SRConfig(channels=8, depth=1, patch_size=12, batch_size=4, steps=1, log_every=1, loss=loss)
+    sr_training.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
+    logged = float(np.genfromtxt(tmp_path / "l.csv", delimiter=",", names=True)["pixel"])
+
+    sr_training.seed_everything(config.seed)
+    sampler = sr_training.PatchSampler(pairs, config)
+    model = sr.build_model(config, sampler.factor)
+    x, y = (torch.from_numpy(a) for a in sampler.batch(config.batch_size))
+    with torch.no_grad():
+        error = model(x) - y
+    expected = error.abs().mean() if loss == "l1" else error.square().mean()
+    assert logged == pytest.approx(float(expected), rel=1e-4)
+
+
 def test_a_checkpoint_of_other_settings_starts_over(tmp_path, capfd):
     """A config change reruns train_sr in the workflow: it trains anew instead of failing."""
     pairs = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
@@ -395,7 +414,7 @@ def test_self_supervised_sr_beats_interpolation_on_a_real_volume(anatomical, tmp
     got = metrics.psnr(out, gt, mask)
     assert got > linear + 0.5 and got > cubic + 0.3, (got, linear, cubic)
     rows = (tmp_path / "l.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,l1,gradient,lr" and len(rows) == 1 + 200 // config.log_every
+    assert rows[0] == "step,loss,pixel,gradient,lr" and len(rows) == 1 + 200 // config.log_every
 
 
 def test_a_checkpoint_of_other_training_data_is_not_resumed(tmp_path, capfd):

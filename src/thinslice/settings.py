@@ -159,8 +159,11 @@ class SRConfig(Settings):
     steps: int = setting(6000, "optimiser steps", minimum=1)
     learning_rate: float = setting(2e-3, "Adam learning rate at the start, cosine-decayed to 0 over `steps`",
                                    exclusiveMinimum=0)
-    gradient_loss_weight: float = setting(0.0, "weight of the L1 loss on finite differences (0 = off); the main "
-                                          "loss is L1", minimum=0)
+    loss: str = setting("l1", "pixel loss: l1 (the conditional median: sharper on clean scans) | l2 (the mean, "
+                        "which PSNR rewards where the slices leave much unknown: better on held-out real slices)",
+                        enum=RECON_LOSSES)
+    gradient_loss_weight: float = setting(0.0, "weight of the L1 loss on finite differences (0 = off), beside the "
+                                          "pixel loss", minimum=0)
     synthetic_share: float = setting(0.1, "with synthetic and self pairs together (sr_both): share of patches "
                                      "drawn from the synthetic ones", minimum=0, maximum=1)
     foreground_fraction: float = setting(0.9, "share of patches centred on a foreground voxel (target above the "

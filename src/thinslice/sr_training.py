@@ -1,5 +1,5 @@
 """Training of the stage-2 SR network (sr.SRNet) on (input, target, degraded axis) pairs:
-patches drawn from the pairs, an L1 loss (plus an optional one on finite differences), a
+patches drawn from the pairs, an L1 or L2 pixel loss (plus an optional L1 one on finite differences), a
 cosine-decayed learning rate, and checkpoints that resume exactly on the CPU.
 """
 
@@ -196,7 +196,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
     spill:      a directory for the pairs' arrays, sampled memory-mapped (PatchSampler).
     checkpoint: path of the training checkpoint: resumed from when it exists, rewritten
                 atomically every `checkpoint_every` steps and at the end.
-    loss_csv:   LossLog CSV (step, loss, l1, gradient, lr), mean over each `log_every` steps.
+    loss_csv:   LossLog CSV (step, loss, pixel, gradient, lr), mean over each `log_every` steps.
     device:     "auto" (CUDA with mixed precision, training.autocast_dtype, when present, else
                 CPU), "cpu", "cuda".
     Returns the trained network (eval mode, on the CPU). On the CPU a resumed run ends with
@@ -225,7 +225,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
         sums, count = np.array(state["log_sums"], dtype=np.float64), int(state["log_count"])
     else:
         sums, count = np.zeros(3), 0
-    log = LossLog(loss_csv, ["loss", "l1", "gradient", "lr"], resume_step=start)
+    log = LossLog(loss_csv, ["loss", "pixel", "gradient", "lr"], resume_step=start)
 
     def save(step: int) -> None:
         payload = {"kind": CHECKPOINT_KIND, "step": step, "config": asdict(config), "data": fingerprint,
@@ -249,19 +249,20 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             pred = model(x)
         pred = pred.float()
-        l1 = (pred - y).abs().mean()
-        grad = _gradient_l1(pred, y) if config.gradient_loss_weight > 0 else l1.new_zeros(())
-        loss = l1 + config.gradient_loss_weight * grad
+        error = pred - y
+        pixel = error.abs().mean() if config.loss == "l1" else error.square().mean()
+        grad = _gradient_l1(pred, y) if config.gradient_loss_weight > 0 else pixel.new_zeros(())
+        loss = pixel + config.gradient_loss_weight * grad
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()   # scaled only in float16: otherwise loss.backward(), opt.step()
         scaler.step(opt)
         scaler.update()
-        sums += (loss.item(), l1.item(), grad.item())
+        sums += (loss.item(), pixel.item(), grad.item())
         count += 1
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
             mean = sums / count
-            log.write(done, loss=mean[0], l1=mean[1], gradient=mean[2], lr=lr)
+            log.write(done, loss=mean[0], pixel=mean[1], gradient=mean[2], lr=lr)
             bar.set_postfix(loss=f"{mean[0]:.4g}")
             sums[:] = 0
             count = 0
