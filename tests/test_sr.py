@@ -362,10 +362,11 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch)
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
-@pytest.mark.parametrize("loss", ["l1", "l2"])
+@pytest.mark.parametrize("loss", ["l1", "l2", "l1_then_l2"])
 def test_the_pixel_loss_is_the_configured_one(tmp_path, loss):
     """The first logged pixel loss is the untrained network's mean absolute (l1) or squared (l2)
-    error on the first batch, recomputed here from the same seed."""
+    error on the first batch, recomputed here from the same seed; with one step, l1_then_l2 is in its
+    L2 third from the start: mean squared / (2 x mean absolute)."""
     pairs = synthetic_pairs(_phantom((20, 20, 21)), 2, 4, "gaussian", 4.0, 1.0)
     config = SRConfig(channels=8, depth=1, patch_size=12, batch_size=4, steps=1, log_every=1, loss=loss)
     sr_training.train_sr(pairs, config, tmp_path / "c", tmp_path / "l.csv", device="cpu", progress=False)
@@ -377,8 +378,20 @@ def test_the_pixel_loss_is_the_configured_one(tmp_path, loss):
     x, y = (torch.from_numpy(a) for a in sampler.batch(config.batch_size))
     with torch.no_grad():
         error = model(x) - y
-    expected = error.abs().mean() if loss == "l1" else error.square().mean()
+    expected = {"l1": error.abs().mean(), "l2": error.square().mean(),
+                "l1_then_l2": error.square().mean() / (2 * error.abs().mean())}[loss]
     assert logged == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_l1_then_l2_switches_at_two_thirds_and_keeps_l1s_gradient_scale():
+    """L1 up to step 3999 of 6000, then L2 whose gradient has L1's mean magnitude (1 / n per
+    element), so that Adam's steps do not change scale at the switch."""
+    error = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.1
+    assert sr_training.pixel_loss(error, "l1_then_l2", 3999, 6000) == error.abs().mean()
+    late = error.clone().requires_grad_()
+    sr_training.pixel_loss(late, "l1_then_l2", 4000, 6000).backward()
+    assert torch.allclose(late.grad, error / (error.numel() * error.abs().mean()))
+    assert float(late.grad.abs().mean()) == pytest.approx(1 / error.numel(), rel=1e-5)
 
 
 def test_a_checkpoint_of_other_settings_starts_over(tmp_path, capfd):

@@ -19,6 +19,7 @@ from . import methods
 from .errors import ThinsliceError
 
 RECON_LOSSES = ("l1", "l2")
+SR_LOSSES = ("l1", "l2", "l1_then_l2")
 # Latent paths along the slice axis: linear and slerp mix the two neighbouring slices;
 # cubic is a cubic B-spline through the latents of all slices.
 INTERPOLATIONS = ("cubic", "linear", "slerp")
@@ -159,9 +160,10 @@ class SRConfig(Settings):
     steps: int = setting(6000, "optimiser steps", minimum=1)
     learning_rate: float = setting(2e-3, "Adam learning rate at the start, cosine-decayed to 0 over `steps`",
                                    exclusiveMinimum=0)
-    loss: str = setting("l1", "pixel loss: l1 (the conditional median: sharper on clean scans) | l2 (the mean, "
-                        "which PSNR rewards where the slices leave much unknown: better on held-out real slices)",
-                        enum=RECON_LOSSES)
+    loss: str = setting("l1_then_l2", "pixel loss: l1 (the conditional median: sharpest on clean scans) | l2 (the "
+                        "mean, which PSNR rewards where the slices leave much unknown) | l1_then_l2 (L1 for the "
+                        "first two thirds of the steps, then L2 at L1's gradient scale: keeps L1 on clean scans "
+                        "and gains L2's on real ones)", enum=SR_LOSSES)
     gradient_loss_weight: float = setting(0.0, "weight of the L1 loss on finite differences (0 = off), beside the "
                                           "pixel loss", minimum=0)
     synthetic_share: float = setting(0.1, "with synthetic and self pairs together (sr_both): share of patches "

@@ -1,6 +1,6 @@
 """Training of the stage-2 SR network (sr.SRNet) on (input, target, degraded axis) pairs:
-patches drawn from the pairs, an L1 or L2 pixel loss (plus an optional L1 one on finite differences), a
-cosine-decayed learning rate, and checkpoints that resume exactly on the CPU.
+patches drawn from the pairs, an L1, L2 or L1-then-L2 pixel loss (plus an optional L1 one on finite
+differences), a cosine-decayed learning rate, and checkpoints that resume exactly on the CPU.
 """
 
 from __future__ import annotations
@@ -180,6 +180,17 @@ def _gradient_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return loss / (pred.ndim - 2)
 
 
+def pixel_loss(error: torch.Tensor, loss: str, step: int, steps: int) -> torch.Tensor:
+    """The pixel loss of `error` (prediction - target) at `step` of `steps`. l1_then_l2 turns to L2 for
+    the last third, divided by twice the (constant) mean absolute error: its gradient, error / (n mean|e|),
+    then has L1's scale, so the switch does not jolt Adam's step size, and its value stays near L1's."""
+    if loss == "l1" or (loss == "l1_then_l2" and step < int(steps * 2 / 3)):
+        return error.abs().mean()
+    if loss == "l2":
+        return error.square().mean()
+    return error.square().mean() / (2 * error.abs().mean().detach())
+
+
 def _lr_at(step: int, config: SRConfig) -> float:
     return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
 
@@ -250,7 +261,7 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
             pred = model(x)
         pred = pred.float()
         error = pred - y
-        pixel = error.abs().mean() if config.loss == "l1" else error.square().mean()
+        pixel = pixel_loss(error, config.loss, step, config.steps)
         grad = _gradient_l1(pred, y) if config.gradient_loss_weight > 0 else pixel.new_zeros(())
         loss = pixel + config.gradient_loss_weight * grad
         opt.zero_grad(set_to_none=True)
