@@ -162,8 +162,8 @@ class SRConfig(Settings):
                                    exclusiveMinimum=0)
     loss: str = setting("l1_then_l2", "pixel loss: l1 (the conditional median: sharpest on clean scans) | l2 (the "
                         "mean, which PSNR rewards where the slices leave much unknown) | l1_then_l2 (L1 for the "
-                        "first two thirds of the steps, then L2 at L1's gradient scale: keeps L1 on clean scans "
-                        "and gains L2's on real ones)", enum=SR_LOSSES)
+                        "first two thirds of the steps, then L2 at L1's gradient scale: L1's score on simulated "
+                        "scans, L2's gain on held-out real slices)", enum=SR_LOSSES)
     gradient_loss_weight: float = setting(0.0, "weight of the L1 loss on finite differences (0 = off), beside the "
                                           "pixel loss", minimum=0)
     synthetic_share: float = setting(0.1, "with synthetic and self pairs together (sr_both): share of patches "
