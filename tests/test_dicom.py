@@ -355,9 +355,7 @@ def test_real_knee(knee, tmp_path):
     # Each echo-1 file, decoded by pydicom, must be the slice its position puts it at.
     ras_to_voxel = np.linalg.inv(vol.affine)
     seen = set()
-    for path in knee.iterdir():
-        if path.name.startswith("."):   # the workflow's fetch leaves .snakemake_timestamp here
-            continue
+    for path in knee.glob("*.dcm"):   # not the .snakemake_timestamp the workflow's fetch leaves
         ds = pydicom.dcmread(path)
         if round(float(ds.EchoTime), 3) != times[0]:
             continue
