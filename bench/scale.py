@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,8 +48,8 @@ def subject(lr: np.ndarray, seed: int) -> np.ndarray:
 
 
 def measured(command: list[str]) -> dict:
-    """Run `command`; its wall time (s) and peak resident and anonymous memory (MB)."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """Run `command`; its wall time (s), peak resident and anonymous memory (MB) and output."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = {"VmRSS": 0, "RssAnon": 0}
 
     def poll() -> None:
@@ -66,11 +67,12 @@ def measured(command: list[str]) -> dict:
     start = time.perf_counter()
     watcher = threading.Thread(target=poll)
     watcher.start()
-    _, err = proc.communicate()
+    out, err = proc.communicate()
     watcher.join()
     if proc.returncode:
         raise SystemExit(f"failed: {' '.join(command)}\n{err}")
-    return {"seconds": time.perf_counter() - start, "rss_mb": peak["VmRSS"] / 1024, "anon_mb": peak["RssAnon"] / 1024}
+    return {"seconds": time.perf_counter() - start, "rss_mb": peak["VmRSS"] / 1024, "anon_mb": peak["RssAnon"] / 1024,
+            "output": out}
 
 
 def shape_text(shape) -> str:
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--large", type=int, nargs=3, default=[512, 512, 200], metavar=("X", "Y", "Z"),
                         help="shape of the large scan for the inference memory row")
+    parser.add_argument("--no-inference", action="store_true", help="the training table alone")
     a = parser.parse_args()
     hr = np.asarray(nib.load(a.truth).dataobj, dtype=np.float32)
     lr = degrade(hr, 2, 4, "gaussian", 4.0, 1.0)
@@ -107,8 +110,8 @@ def main() -> None:
         settings = work / "settings.json"
         settings.write_text(json.dumps({"steps": a.steps, "checkpoint_every": a.steps}))
         print(f"SR training (self pairs, {a.steps} steps, {a.threads} threads), subjects of {shape_text(SHAPE)}:")
-        print("| subjects | input data (MB) | wall time (s) | peak resident (MB) | peak anonymous (MB) |")
-        print("|---|---|---|---|---|")
+        print("| subjects | input data (MB) | pair files (MB) | wall time (s) | peak resident (MB) | peak anonymous (MB) |")
+        print("|---|---|---|---|---|---|")
         model = work / "sr.pt"
         for n in a.subjects:
             m = measured(thinslice("train-sr", "--source", "self", "--images", *images[:n],
@@ -116,8 +119,11 @@ def main() -> None:
                                    "--checkpoint", str(work / f"sr{n}.ckpt"), "--loss-csv", str(work / "loss.csv"),
                                    "--threads", str(a.threads), "--device", "cpu", "--out", str(model)))
             data_mb = n * np.prod(SHAPE) * 4 / 2**20
-            print(f"| {n} | {data_mb:.0f} | {m['seconds']:.0f} | {m['rss_mb']:.0f} | {m['anon_mb']:.0f} |", flush=True)
-
+            pairs_mb = re.search(r"in (\d+) MB of files", m["output"]).group(1)   # train-sr says so
+            print(f"| {n} | {data_mb:.0f} | {pairs_mb} | {m['seconds']:.0f} | {m['rss_mb']:.0f} | {m['anon_mb']:.0f} |",
+                  flush=True)
+        if a.no_inference:
+            return
         print(f"\nInference (x4, {a.threads} threads):")
         print("| scan | output | uncertainty map | wall time (s) | peak resident (MB) | peak anonymous (MB) |")
         print("|---|---|---|---|---|---|")

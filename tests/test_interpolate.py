@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from thinslice.interpolate import interpolation_matrix, upsample
+from thinslice.interpolate import Upsampled, interpolation_matrix, upsample
 
 
 def _take(a, axis, index):
@@ -80,3 +80,24 @@ def test_interpolation_matrix_rows_sum_to_one():
 def test_unknown_method():
     with pytest.raises(ValueError, match="nearest"):
         upsample(np.zeros((2, 2, 2)), 0, 2, "nearest")
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_upsampled_windows_are_upsample_s(axis, anatomical):
+    # what training reads of a pair's input: windows, flipped ones, single planes
+    volume = anatomical[0][:40, :44, :36]
+    lr = np.take(volume, np.arange(0, volume.shape[axis], 4), axis=axis)
+    lazy, whole = Upsampled(lr, axis, 4), upsample(lr, axis, 4)
+    assert lazy.shape == whole.shape and lazy.size == whole.size
+    np.testing.assert_array_equal(np.asarray(lazy), whole)
+    rng = np.random.default_rng(axis)
+    for _ in range(50):
+        index = []
+        for n in whole.shape:
+            s = int(rng.integers(0, n - 8))
+            index.append([int(s), slice(s, s + 8), slice(s + 8, s, -1), slice(s + 7, s - 1 if s else None, -1)]
+                         [int(rng.integers(0, 4))])
+        np.testing.assert_allclose(lazy[tuple(index)], whole[tuple(index)], rtol=1e-6, atol=1e-6 * np.abs(whole).max())
+    np.testing.assert_allclose(lazy[:, ::2], whole[:, ::2], rtol=1e-6, atol=1e-6 * np.abs(whole).max())
+    with pytest.raises(TypeError):
+        lazy[[0, 1]]

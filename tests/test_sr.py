@@ -185,6 +185,20 @@ def test_patches_start_on_real_samples_even_when_flipped():
 
 
 
+def test_pairs_cropped_from_one_volume_share_it_and_its_foreground():
+    # a scan's self pairs at several offsets are boxes of one target volume: it is listed once,
+    # and patches centred on its foreground land on that foreground in each box
+    volume = np.zeros((49, 30, 12), np.float32)
+    volume[30:32] = 1.0                                           # the foreground: two planes
+    boxes = [volume[k:k + 33] for k in (0, 16)]
+    sampler = sr_training.PatchSampler([Pair(box, box, 0, 4, (1,), "self") for box in boxes],
+                                       SRConfig(patch_size=12, foreground_fraction=1.0))
+    first, second = sampler.data
+    assert second.foreground is first.foreground and second.origin == (16, 0, 0)
+    _, y = sampler.batch(64)
+    assert np.all(y.max(axis=(1, 2, 3)) == 1.0)
+
+
 @pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
 def test_synthetic_share_sets_the_mix_of_pair_sources(share):
     r = 2
@@ -211,8 +225,11 @@ def test_spilled_pairs_sample_as_in_memory_ones(tmp_path):
     held = sr_training.PatchSampler(list(pairs()), config)
     spilled = sr_training.PatchSampler(pairs(), config, spill=tmp_path)
     assert spilled.fingerprint == held.fingerprint == data_fingerprint(*[item for pair in pairs() for item in pair])
-    assert all(isinstance(d.input, np.memmap) and isinstance(d.foreground, np.memmap) for d in spilled.data)
-    assert len(list(tmp_path.glob("pair*_*.npy"))) == 3 * len(held.data)
+    assert all(isinstance(d.input.slices, np.memmap) and isinstance(d.foreground, np.memmap)
+               and isinstance(d.target.base, np.memmap) for d in spilled.data)
+    # an input's slices per pair; a target volume and its foreground index for the synthetic pair, and
+    # one for the two self pairs, whose targets are both the scan itself (1 mm in-plane, 1 mm output)
+    assert len(list(tmp_path.glob("pair*_*.npy"))) == len(held.data) + 2 * 2 == 7
     for _ in range(3):
         for a, b in zip(held.batch(16), spilled.batch(16)):
             np.testing.assert_array_equal(a, b)

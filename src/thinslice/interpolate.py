@@ -44,6 +44,44 @@ def upsample(data: np.ndarray, axis: int, ratio: float, method: str = "cubic") -
     return _along(data, axis, interpolation_matrix(data.shape[axis], ratio, method))
 
 
+class Upsampled:
+    """upsample(slices, axis, r) computed where it is read: it holds the slices, 1/r of the
+    upsampled volume, and computes each window from them. Training pairs' inputs are such
+    volumes, so a cohort's pairs take r times less memory and disk.
+
+    Index it with up to three slices or integers (basic indexing, as training's windows);
+    np.asarray(it) is the whole upsampled volume, equal to upsample()'s.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(self, slices: np.ndarray, axis: int, r: int):
+        self.slices = np.asanyarray(slices, dtype=np.float32)     # a memory map stays one
+        self.axis, self.factor = int(axis), int(r)
+        self.weights = interpolation_matrix(self.slices.shape[axis], r, "cubic").astype(np.float32)
+        shape = list(self.slices.shape)
+        shape[axis] = len(self.weights)
+        self.shape = tuple(shape)
+        self.size = int(np.prod(shape))
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        if len(index) > 3 or not all(isinstance(i, (slice, int, np.integer)) for i in index):
+            raise TypeError("Upsampled takes up to three slices or integers")
+        index = index + (slice(None),) * (3 - len(index))
+        rows = np.atleast_2d(self.weights[index[self.axis]])
+        whole = list(index)
+        whole[self.axis] = slice(None)
+        dropped = sum(not isinstance(i, slice) for i in index[:self.axis])   # integer indices before the axis
+        out = _along(self.slices[tuple(whole)], self.axis - dropped, rows)
+        return out if isinstance(index[self.axis], slice) else np.take(out, 0, axis=self.axis - dropped)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[(slice(None),) * 3]
+        return whole if dtype is None else whole.astype(dtype)
+
+
 def working_to_output(data: np.ndarray, axis: int, factor: int, ratio: float, method: str = "cubic") -> np.ndarray:
     """A volume on the working grid of the integer `factor` sampled (cubic B-spline) at the
     slices of the output grid of `ratio`; unchanged when the two grids are one."""

@@ -6,6 +6,10 @@ model (blur, keep every r-th sample starting at 0, cubic upsampling), along the 
 axes both are the same. `context` names the axes that are high resolution in both (the
 axes a 2D network may put beside the degraded one); None means both other axes.
 
+Pairs are light: the input is an interpolate.Upsampled, which keeps the degraded slices
+and upsamples only the windows that training reads, and the targets of the pairs that one
+volume gives are views of one array (sr_training stores it once).
+
 - `synthetic_pairs`: an HR volume (stage 1's synthetic HR, or a ground truth for the
   supervised upper bound) degraded along the slice axis: the real acquisition's grid.
 - `self_pairs`: no HR volume at all (SMORE-like): the real LR scan's in-plane axes are
@@ -23,14 +27,15 @@ from . import noise
 from .degrade import blur, degrade
 from .settings import SLICE_MODELS
 from .errors import ThinsliceError
-from .interpolate import upsample
+from .interpolate import Upsampled
 
 # Relative tolerance under which an in-plane spacing counts as equal to the target spacing.
 SPACING_TOLERANCE = 1e-3
 
 
 class Pair(NamedTuple):
-    """One training pair. input, target: float32 arrays of equal shape (X, Y, Z).
+    """One training pair. input, target: float32 volumes of equal shape (X, Y, Z); the input
+    an Upsampled (np.asarray gives its array), the target an array.
 
     axis:    the degraded axis (the one a network restores);
     factor:  r, the ratio of the simulated slice spacing to the grid spacing along `axis`;
@@ -39,7 +44,7 @@ class Pair(NamedTuple):
     source:  "synthetic" (an HR volume degraded) or "self" (a real scan's in-plane axis degraded).
     """
 
-    input: np.ndarray
+    input: Upsampled
     target: np.ndarray
     axis: int
     factor: int
@@ -66,7 +71,7 @@ def _check(data: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
 
 def _simulate(hr: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
               hr_spacing_mm: float, noise_sd: float = 0.0, noise_gain: float = 1.0,
-              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+              rng: np.random.Generator | None = None) -> tuple[Upsampled, np.ndarray]:
     """(cubic upsampling of the degraded hr, hr cropped to the same grid) along `axis`; the
     degraded slices are topped up to `noise_sd` (their noise was scaled by `noise_gain`)."""
     if hr.shape[axis] < r + 1:
@@ -79,8 +84,7 @@ def _simulate(hr: np.ndarray, axis: int, r: int, model: str, thickness_mm: float
     n = (lr.shape[axis] - 1) * r + 1
     index = [slice(None)] * 3
     index[axis] = slice(0, n)
-    target = np.ascontiguousarray(hr[tuple(index)], dtype=np.float32)
-    return np.ascontiguousarray(upsample(lr, axis, r, "cubic")), target
+    return Upsampled(lr, axis, r), np.asarray(hr[tuple(index)], dtype=np.float32)
 
 
 def synthetic_pairs(hr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
@@ -212,6 +216,9 @@ def _in_plane_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickne
             target = resample_axis(blurred, a, float(h), target_mm, antialias=False)
         else:
             target = resample_axis(lr, a, float(h), target_mm)
+        # one array for the r offsets' targets (views of it); when the scan is on the output spacing,
+        # the scan itself, for both axes
+        target = np.ascontiguousarray(target, dtype=np.float32)
         if target.shape[a] < r + 1:
             raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: it spans {target.shape[a]} "
                                  f"samples at the output spacing, less than r+1 = {r + 1}")
@@ -225,7 +232,7 @@ def _in_plane_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickne
                 gain = noise.gain(lambda x: sample_axis(blur(x, 0, model, thickness_mm, float(h)), 0, positions),
                                   lr.shape[a])
                 degraded = noise.top_up(degraded, noise_sd, gain, rng)
-            kept = np.take(target, range(k, k + (n_slices - 1) * r + 1), axis=a)
-            pairs.append(Pair(np.ascontiguousarray(upsample(degraded, a, r, "cubic")),
-                              np.ascontiguousarray(kept, dtype=np.float32), a, r, (other,), "self"))
+            kept = [slice(None)] * 3
+            kept[a] = slice(k, k + (n_slices - 1) * r + 1)
+            pairs.append(Pair(Upsampled(degraded, a, r), target[tuple(kept)], a, r, (other,), "self"))
     return pairs

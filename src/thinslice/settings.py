@@ -170,7 +170,8 @@ class SRConfig(Settings):
                                      "drawn from the synthetic ones", minimum=0, maximum=1)
     foreground_fraction: float = setting(0.9, "share of patches centred on a foreground voxel (target above the "
                                          "threshold)", minimum=0, maximum=1)
-    foreground_threshold: float = setting(0.1, "foreground: target > min + this x (99th percentile - min), per pair",
+    foreground_threshold: float = setting(0.1, "foreground: target > min + this x (99th percentile - min), per target "
+                                          "volume (a scan's self pairs share one)",
                                           minimum=0, exclusiveMaximum=1)
     match_noise: bool = setting(True, "top the pairs' simulated thick slices up to the noise level "
                                 "estimated from the real scan (blurring averaged theirs down)")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import ThinsliceError
+from .interpolate import Upsampled
 from .normalize import above_fraction
 from .progress import Progress
 from .settings import SRConfig
@@ -30,9 +31,10 @@ RESUMABLE_FIELDS = ("checkpoint_every", "log_every")
 # --------------------------------------------------------------------------- patch sampling
 
 class _PairData:
-    """A pair prepared for sampling: arrays padded to fit a patch, foreground voxels listed."""
+    """A pair prepared for sampling: arrays padded to fit a patch, foreground voxels listed (those
+    of the volume its target is a crop of: `volume_shape`, the crop starting at `origin`)."""
 
-    def __init__(self, pair, index: int, factor_default: int | None, patch: int, config: SRConfig):
+    def __init__(self, pair, index: int, factor_default: int | None, patch: int, volumes: "_Volumes"):
         if len(pair) < 3:
             raise ThinsliceError(f"pair {index}: expected (input, target, axis[, factor[, context]])")
         inp, target, axis = pair[0], pair[1], int(pair[2])
@@ -41,14 +43,16 @@ class _PairData:
         self.source = pair[5] if len(pair) > 5 else "synthetic"
         if factor is None:
             raise ThinsliceError(f"pair {index}: no factor r; give it in the pair or in meta['factor']")
-        inp = np.asarray(inp, dtype=np.float32)
+        if not isinstance(inp, Upsampled):
+            inp = np.asarray(inp, dtype=np.float32)
         target = np.asarray(target, dtype=np.float32)
         if inp.ndim != 3 or inp.shape != target.shape:
             raise ThinsliceError(f"pair {index}: input {inp.shape} and target {target.shape} "
                                  f"must be 3D arrays of one shape")
         if axis not in (0, 1, 2):
             raise ThinsliceError(f"pair {index}: degraded axis must be 0, 1 or 2, got {axis}")
-        if not (np.all(np.isfinite(inp)) and np.all(np.isfinite(target))):
+        samples = inp.slices if isinstance(inp, Upsampled) else inp
+        if not (np.all(np.isfinite(samples)) and np.all(np.isfinite(target))):
             raise ThinsliceError(f"pair {index}: NaN or infinite values")
         self.axis, self.factor = axis, factor
         others = tuple(a for a in range(3) if a != axis)
@@ -61,19 +65,59 @@ class _PairData:
         need[axis] = patch + 1
         pad = [(0, max(0, n - s)) for n, s in zip(need, inp.shape)]
         if any(p[1] for p in pad):
-            inp, target = np.pad(inp, pad), np.pad(target, pad)
-        self.input, self.target = np.ascontiguousarray(inp), np.ascontiguousarray(target)
-        fg = np.flatnonzero(above_fraction(target, config.foreground_threshold))
-        self.foreground = fg.astype(np.int32 if target.size < 2**31 else np.int64)
+            inp, target = np.pad(np.asarray(inp), pad), np.pad(target, pad)
+        if isinstance(inp, Upsampled):
+            self.input = Upsampled(volumes.stored(inp.slices, f"pair{index}_input"), inp.axis, inp.factor)
+        else:
+            self.input = volumes.stored(inp, f"pair{index}_input")
+        self.target, self.volume_shape, self.origin, self.foreground = volumes.crop(target, f"pair{index}")
         self.shape = target.shape
 
-    def spill(self, prefix: Path) -> None:
-        """Move the arrays to .npy files at `prefix`* and read them memory-mapped from there:
-        a cohort's pairs then take disk space, not memory (the OS caches what is sampled)."""
-        for name in ("input", "target", "foreground"):
-            path = prefix.with_name(f"{prefix.name}_{name}.npy")
-            np.save(path, getattr(self, name))
-            setattr(self, name, np.load(path, mmap_mode="r"))
+
+def _crop_origin(target: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(the volume whose memory `target` is a box of, the box's first voxel in it); (target, (0, 0, 0))
+    when it is no such box."""
+    volume = target.base
+    if not (isinstance(volume, np.ndarray) and volume.ndim == 3 and volume.dtype == target.dtype
+            and volume.flags.c_contiguous and target.strides == volume.strides):
+        return target, (0, 0, 0)
+    offset = (target.__array_interface__["data"][0] - volume.__array_interface__["data"][0]) // target.itemsize
+    origin = tuple(int(i) for i in np.unravel_index(offset, volume.shape))
+    box = volume[tuple(slice(o, o + n) for o, n in zip(origin, target.shape))]
+    if box.shape != target.shape or box.__array_interface__["data"][0] != target.__array_interface__["data"][0]:
+        return target, (0, 0, 0)
+    return volume, origin
+
+
+class _Volumes:
+    """The volumes that pairs' targets are boxes of, with their foreground voxels, each made once
+    for the consecutive pairs that share it (one scan's pairs: their targets are views of its
+    memory). With a directory they go to .npy files there (stored() does so for any array) and are
+    read back memory-mapped: a cohort's pairs then take disk space, not memory (the OS caches what
+    is sampled)."""
+
+    def __init__(self, threshold: float, directory: str | Path | None = None):
+        self.threshold = threshold
+        self.directory = Path(directory) if directory is not None else None
+        self.last = None      # (volume, its stored copy, its foreground)
+
+    def stored(self, data: np.ndarray, name: str) -> np.ndarray:
+        if self.directory is None:
+            return data
+        path = self.directory / f"{name}.npy"
+        np.save(path, data)
+        return np.load(path, mmap_mode="r")
+
+    def crop(self, target: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], np.ndarray]:
+        """(the stored target, the shape of its volume, the target's origin in it, the volume's
+        foreground voxels as flat indices)."""
+        volume, origin = _crop_origin(target)
+        if self.last is None or volume is not self.last[0]:
+            fg = np.flatnonzero(above_fraction(volume, self.threshold))
+            fg = fg.astype(np.int32 if volume.size < 2**31 else np.int64)
+            self.last = (volume, self.stored(volume, f"{name}_target"), self.stored(fg, f"{name}_foreground"))
+        _, stored, fg = self.last
+        return stored[tuple(slice(o, o + n) for o, n in zip(origin, target.shape))], volume.shape, origin, fg
 
 
 class PatchSampler:
@@ -81,20 +125,19 @@ class PatchSampler:
 
     def __init__(self, pairs, config: SRConfig, factor_default: int | None = None, spill: str | Path | None = None):
         """pairs: any iterable of pairs, read once. With `spill` (a directory) each pair's arrays
-        go to files there as soon as it is read, so memory holds one pair at a time, not the
-        cohort. `fingerprint` is the digest of the pairs (training.data_fingerprint)."""
+        go to files there as soon as it is read (_Volumes), so memory holds one scan's pairs at a
+        time, not the cohort's. `fingerprint` is the digest of the pairs (training.data_fingerprint)."""
         self.config = config
         self.data = []
         digest = hashlib.blake2b(digest_size=16)
+        volumes = _Volumes(config.foreground_threshold, spill)
         for i, pair in enumerate(pairs):
             update_fingerprint(digest, pair)
             if i == 0:
                 first = pair[3] if len(pair) > 3 and pair[3] is not None else factor_default
                 g = int(first) if (config.unshuffle and first) else 1
                 self.patch = int(math.ceil(config.patch_size / g) * g)
-            self.data.append(_PairData(pair, i, factor_default, self.patch, config))
-            if spill is not None:
-                self.data[-1].spill(Path(spill) / f"pair{i}")
+            self.data.append(_PairData(pair, i, factor_default, self.patch, volumes))
         if not self.data:
             raise ThinsliceError("train_sr: no training pairs")
         self.fingerprint = digest.hexdigest()
@@ -144,7 +187,8 @@ class PatchSampler:
         d = self.data[int(rng.choice(len(self.data), p=self.weights))]
         centre = None
         if d.foreground.size and rng.random() < cfg.foreground_fraction:
-            centre = np.unravel_index(int(d.foreground[rng.integers(0, d.foreground.size)]), d.shape)
+            voxel = np.unravel_index(int(d.foreground[rng.integers(0, d.foreground.size)]), d.volume_shape)
+            centre = np.clip(np.subtract(voxel, d.origin), 0, np.subtract(d.shape, 1))   # in the pair's box
         flips = rng.random(3) < 0.5 if cfg.flip else np.zeros(3, dtype=bool)
         a = d.axis
         if cfg.architecture == "2d":
@@ -218,6 +262,9 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
     meta = dict(meta or {})
     seed_everything(config.seed)
     sampler = PatchSampler(pairs, config, meta.get("factor"), spill)
+    if spill is not None:
+        size = sum(f.stat().st_size for f in Path(spill).iterdir())
+        print(f"training pairs: {len(sampler.data)}, in {size / 2**20:.0f} MB of files in {spill} while training")
     model = build_model(config, sampler.factor).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     amp_dtype = autocast_dtype(dev)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import ThinsliceError
+from .interpolate import Upsampled
 from .io import atomic_path
 
 
@@ -79,7 +80,9 @@ def data_fingerprint(*items) -> str:
 def update_fingerprint(h, items) -> None:
     """Add `items` to the running digest `h` (data_fingerprint of data that arrives in parts)."""
     for item in items:
-        if isinstance(item, np.ndarray):
+        if isinstance(item, Upsampled):      # its slices, axis and factor define it
+            update_fingerprint(h, ("upsampled", item.axis, item.factor, item.slices))
+        elif isinstance(item, np.ndarray):
             a = np.ascontiguousarray(item)
             h.update(f"{a.shape}{a.dtype}".encode())
             h.update(memoryview(a).cast("B"))
