@@ -2,13 +2,14 @@
 per subject, and the peak memory of inference on a large scan, with and without the uncertainty map.
 
     python bench/scale.py resources/ch2.nii.gz            (make bench-scale)
-    python bench/scale.py resources/ch2.nii.gz --subjects 1 8 --steps 100
+    python bench/scale.py resources/ch2.nii.gz --subjects 1 8 --steps 100 --no-inference
 
 Subjects are 256x256x40 scans at 4 mm slices and 1 mm in-plane, made from ch2 (1 mm) blurred
 along z with a Gaussian of FWHM 4 mm, each shifted, flipped and scaled by its own seed. Each
 command runs as its own process; its memory is polled from /proc: the peak resident set (what
 `top` shows, page cache of memory-mapped pair files included) and the peak anonymous memory
-(the process's own allocations, which the OS cannot reclaim).
+(the process's own allocations, which the OS cannot reclaim). The pair files are the disk
+that training's pairs take while it runs, as train-sr reports it.
 """
 
 from __future__ import annotations

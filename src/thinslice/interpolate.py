@@ -3,6 +3,8 @@ resampling of the learned methods' working grid onto the output grid."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import ndimage
 
@@ -44,6 +46,15 @@ def upsample(data: np.ndarray, axis: int, ratio: float, method: str = "cubic") -
     return _along(data, axis, interpolation_matrix(data.shape[axis], ratio, method))
 
 
+@functools.lru_cache(maxsize=None)
+def _upsampling_weights(n: int, r: int) -> np.ndarray:
+    """The float32 cubic upsampling matrix, one read-only copy for all the volumes of n slices (a
+    cohort's pairs would otherwise hold one each)."""
+    w = interpolation_matrix(n, r, "cubic").astype(np.float32)
+    w.flags.writeable = False
+    return w
+
+
 class Upsampled:
     """upsample(slices, axis, r) computed where it is read: it holds the slices, 1/r of the
     upsampled volume, and computes each window from them. Training pairs' inputs are such
@@ -59,7 +70,7 @@ class Upsampled:
     def __init__(self, slices: np.ndarray, axis: int, r: int):
         self.slices = np.asanyarray(slices, dtype=np.float32)     # a memory map stays one
         self.axis, self.factor = int(axis), int(r)
-        self.weights = interpolation_matrix(self.slices.shape[axis], r, "cubic").astype(np.float32)
+        self.weights = _upsampling_weights(self.slices.shape[axis], int(r))
         shape = list(self.slices.shape)
         shape[axis] = len(self.weights)
         self.shape = tuple(shape)
