@@ -58,7 +58,7 @@ def _upsampling_weights(n: int, r: int) -> np.ndarray:
 class Upsampled:
     """upsample(slices, axis, r) computed where it is read: it holds the slices, 1/r of the
     upsampled volume, and computes each window from them. Training pairs' inputs are such
-    volumes, so a cohort's pairs take r times less memory and disk.
+    volumes: each takes 1/r of the memory and disk of its array.
 
     Index it with up to three slices or integers (basic indexing, as training's windows);
     np.asarray(it) is the whole upsampled volume, equal to upsample()'s.
