@@ -216,8 +216,8 @@ def _in_plane_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickne
             target = resample_axis(blurred, a, float(h), target_mm, antialias=False)
         else:
             target = resample_axis(lr, a, float(h), target_mm)
-        # one array for the r offsets' targets (views of it); when the scan is on the output spacing,
-        # the scan itself, for both axes
+        # one array for the r offsets' targets (views of it); the scan itself, for both axes, when
+        # resampling left it as it was (in-plane spacing = output spacing, thicker slices)
         target = np.ascontiguousarray(target, dtype=np.float32)
         if target.shape[a] < r + 1:
             raise ThinsliceError(f"self_pairs: in-plane axis {a} is too short: it spans {target.shape[a]} "

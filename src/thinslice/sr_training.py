@@ -83,10 +83,8 @@ def _crop_origin(target: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
         return target, (0, 0, 0)
     offset = (target.__array_interface__["data"][0] - volume.__array_interface__["data"][0]) // target.itemsize
     origin = tuple(int(i) for i in np.unravel_index(offset, volume.shape))
-    box = volume[tuple(slice(o, o + n) for o, n in zip(origin, target.shape))]
-    if box.shape != target.shape or box.__array_interface__["data"][0] != target.__array_interface__["data"][0]:
-        return target, (0, 0, 0)
-    return volume, origin
+    fits = all(o + n <= m for o, n, m in zip(origin, target.shape, volume.shape))   # same strides: then a box
+    return (volume, origin) if fits else (target, (0, 0, 0))
 
 
 class _Volumes:
