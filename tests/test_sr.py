@@ -199,6 +199,21 @@ def test_pairs_cropped_from_one_volume_share_it_and_its_foreground():
     assert np.all(y.max(axis=(1, 2, 3)) == 1.0)
 
 
+def test_foreground_bit_mask_gives_the_voxels_a_list_would():
+    # the k-th foreground voxel in C order, across blocks of bits with and without foreground and a
+    # volume whose size is no multiple of 8
+    rng = np.random.default_rng(0)
+    mask = rng.random((23, 37, 29)) < 0.3
+    mask[5:15] = False                                            # empty blocks in between
+    listed = np.flatnonzero(mask)
+    fg = sr_training._Foreground(mask, lambda bits: bits)
+    assert fg.size == listed.size and fg.bits.nbytes == -(-mask.size // 8)
+    assert [fg[k] for k in range(fg.size)] == listed.tolist()
+    with pytest.raises(IndexError):
+        fg[fg.size]
+    assert sr_training._Foreground(np.zeros((4, 4, 4), bool), lambda bits: bits).size == 0
+
+
 @pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
 def test_synthetic_share_sets_the_mix_of_pair_sources(share):
     r = 2
@@ -225,9 +240,9 @@ def test_spilled_pairs_sample_as_in_memory_ones(tmp_path):
     held = sr_training.PatchSampler(list(pairs()), config)
     spilled = sr_training.PatchSampler(pairs(), config, spill=tmp_path)
     assert spilled.fingerprint == held.fingerprint == data_fingerprint(*[item for pair in pairs() for item in pair])
-    assert all(isinstance(d.input.slices, np.memmap) and isinstance(d.foreground, np.memmap)
+    assert all(isinstance(d.input.slices, np.memmap) and isinstance(d.foreground.bits, np.memmap)
                and isinstance(d.target.base, np.memmap) for d in spilled.data)
-    # an input's slices per pair; a target volume and its foreground index for the synthetic pair, and
+    # an input's slices per pair; a target volume and its foreground mask for the synthetic pair, and
     # one for the two self pairs, whose targets are both the scan itself (1 mm in-plane, 1 mm output)
     assert len(list(tmp_path.glob("pair*_*.npy"))) == len(held.data) + 2 * 2 == 7
     for _ in range(3):

@@ -87,6 +87,32 @@ def _crop_origin(target: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     return (volume, origin) if fits else (target, (0, 0, 0))
 
 
+_BITS_SET = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1, dtype=np.uint8)   # per byte value
+
+
+class _Foreground:
+    """A volume's foreground voxels as a bit mask (one bit per voxel, where a list of their flat
+    indices takes 32 per foreground voxel) with the count of voxels before each block of bits:
+    `self[k]` is the k-th foreground voxel's flat index in C order, np.flatnonzero(mask)[k]."""
+
+    BLOCK = 512   # bytes of the mask per block: 4096 voxels, unpacked to find one
+
+    def __init__(self, mask: np.ndarray, stored):
+        """stored: where the packed mask is kept (an array in memory or a file: _Volumes.stored)."""
+        bits = np.packbits(mask.ravel())
+        per_block = np.add.reduceat(_BITS_SET[bits], np.arange(0, bits.size, self.BLOCK), dtype=np.int64)
+        self.before = np.cumsum(per_block) - per_block
+        self.size = int(per_block.sum())
+        self.bits = stored(bits)
+
+    def __getitem__(self, k: int) -> int:
+        if not 0 <= k < self.size:
+            raise IndexError(f"foreground voxel {k} of {self.size}")
+        block = int(np.searchsorted(self.before, k, side="right")) - 1
+        chunk = np.unpackbits(self.bits[block * self.BLOCK:(block + 1) * self.BLOCK])
+        return block * self.BLOCK * 8 + int(np.flatnonzero(chunk)[k - self.before[block]])
+
+
 class _Volumes:
     """The volumes that pairs' targets are boxes of, with their foreground voxels, each made once
     for the consecutive pairs that share it (one scan's pairs: their targets are views of its
@@ -106,14 +132,13 @@ class _Volumes:
         np.save(path, data)
         return np.load(path, mmap_mode="r")
 
-    def crop(self, target: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], np.ndarray]:
+    def crop(self, target: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], _Foreground]:
         """(the stored target, the shape of its volume, the target's origin in it, the volume's
-        foreground voxels as flat indices)."""
+        foreground voxels)."""
         volume, origin = _crop_origin(target)
         if self.last is None or volume is not self.last[0]:
-            fg = np.flatnonzero(above_fraction(volume, self.threshold))
-            fg = fg.astype(np.int32 if volume.size < 2**31 else np.int64)
-            self.last = (volume, self.stored(volume, f"{name}_target"), self.stored(fg, f"{name}_foreground"))
+            fg = _Foreground(above_fraction(volume, self.threshold), lambda bits: self.stored(bits, f"{name}_foreground"))
+            self.last = (volume, self.stored(volume, f"{name}_target"), fg)
         _, stored, fg = self.last
         return stored[tuple(slice(o, o + n) for o, n in zip(origin, target.shape))], volume.shape, origin, fg
 
