@@ -151,6 +151,22 @@ def test_self_pairs_of_rotated_copies():
             np.testing.assert_array_equal(got.input, expected.input)
 
 
+def test_self_pairs_of_scaled_copies():
+    # scale s: the pairs of the scan and its rotated copy, then those of both read at s times the spacing
+    lr = _phantom((40, 36, 6))
+    plain = self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, (1.0, 1.0), rotations=1)
+    pairs = self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, (1.0, 1.0), rotations=1, scale=0.8)
+    assert len(pairs) == 2 * len(plain)
+    turned = rotated_in_plane(lr, 2, 1.0, 45.0)[0]
+    smaller = [*self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, 0.8), *self_pairs(turned, 2, 2, "gaussian", 3.0, 4.0, 0.8)]
+    for got, expected in zip(pairs, plain + smaller):
+        np.testing.assert_array_equal(got.target, expected.target)
+        np.testing.assert_array_equal(got.input, expected.input)
+    assert (plain[0].target.shape[0], pairs[4].target.shape[0]) == (19, 15)   # 39 or 31.2 mm on a 2 mm grid
+    with pytest.raises(ThinsliceError, match="scale"):
+        self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, 1.0, scale=1.25)
+
+
 def test_resample_axis_keeps_the_first_sample_and_reproduces_a_ramp():
     ramp = np.broadcast_to(np.arange(41, dtype=np.float32)[:, None, None] * 0.5, (41, 3, 2)).copy()
     out = resample_axis(ramp, 0, 0.5, 0.25)                    # upsampling: no prefilter

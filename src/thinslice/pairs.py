@@ -162,7 +162,7 @@ def rotated_in_plane(lr: np.ndarray, slice_axis: int, in_plane_mm, degrees: floa
 def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
                spacing_mm: float, in_plane_mm, noise_sd: float = 0.0,
                rng: np.random.Generator | None = None, all_offsets: bool = False,
-               rotations: int = 0) -> list[Pair]:
+               rotations: int = 0, scale: float = 1.0) -> list[Pair]:
     """Pairs from the real LR scan alone: the slice model simulated along each in-plane axis.
 
     lr: the real scan (X, Y, Z), `slice_axis` with `spacing_mm` between slices of
@@ -183,9 +183,13 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     90 k / (n + 1) degrees, k = 1 .. n (rotated_in_plane): the slices are then also simulated
     across the anatomy's oblique directions, n + 1 times the pairs. A scan has few slices, and a
     network trained on its two in-plane axes alone learns those axes' anatomy by heart.
+    With `scale` s < 1 the same again from the scan and each rotated copy read as if their voxels
+    were s times their size: the anatomy s times smaller against the slice profile, a turn of
+    scale where the rotations give one of direction. Only the targets are resampled, to the
+    output spacing from a finer one (a downsampling, never an upsampling).
     Returns the Pairs degraded along the first in-plane axis, then those along the second (for
-    the scan, then for each rotated copy); the context of each is the other in-plane axis (the
-    slice axis is low resolution in both).
+    the scan, then for each rotated copy, then for each of these scaled); the context of each is
+    the other in-plane axis (the slice axis is low resolution in both).
     """
     lr = _check(lr, slice_axis, r, model, thickness_mm, "self_pairs")
     if not spacing_mm > 0:
@@ -193,11 +197,15 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     in_plane = np.broadcast_to(np.asarray(in_plane_mm, dtype=float), (2,))
     if not np.all(in_plane > 0):
         raise ThinsliceError(f"self_pairs: in-plane spacings must be positive, got {in_plane_mm}")
+    if not 0 < scale <= 1:
+        raise ThinsliceError(f"self_pairs: scale must be in (0, 1], got {scale}")
     n = int(rotations)
     scans = [(lr, in_plane)]
     for k in range(1, n + 1):
         turned, fine = rotated_in_plane(lr, slice_axis, in_plane, 90.0 * k / (n + 1))
         scans.append((turned, (fine, fine)))
+    if scale < 1:
+        scans += [(scan, scale * np.asarray(spacings, dtype=float)) for scan, spacings in scans]
     rng = rng if rng is not None else np.random.default_rng(0)
     return [pair for scan, spacings in scans
             for pair in _in_plane_pairs(scan, slice_axis, int(r), model, thickness_mm, spacing_mm, spacings,

@@ -95,7 +95,8 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
 # --------------------------------------------------------------------------- stage 2
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
-                   slice_model: str, match_noise: bool, seed: int, all_offsets: bool, rotations: int):
+                   slice_model: str, match_noise: bool, seed: int, all_offsets: bool, rotations: int,
+                   scale: float = 1.0):
     """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
@@ -104,8 +105,8 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     both:       vae and self together.
     match_noise: the degraded slices get the noise that brings them to the real scan's level
     (noise.estimate_sd), drawn from a generator seeded by (seed, subject index).
-    all_offsets, rotations: self pairs at each of the r offsets of the output grid, and from rotated
-    copies of the scan (pairs.self_pairs).
+    all_offsets, rotations, scale: self pairs at each of the r offsets of the output grid, from rotated
+    copies of the scan, and from all of these scaled (pairs.self_pairs).
     """
     from .noise import estimate_sd
     from .pairs import self_pairs, synthetic_pairs
@@ -121,7 +122,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
         rng = np.random.default_rng([seed, i])
         if source in ("self", "both"):
             yield from self_pairs(data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
-                                  g.in_plane_mm, noise_sd, rng, all_offsets, rotations)
+                                  g.in_plane_mm, noise_sd, rng, all_offsets, rotations, scale)
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
             yield from synthetic_pairs(g.intensity.normalize(hr.data), g.slice_axis, g.factor, slice_model,
@@ -154,7 +155,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
             "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles",
             "output_spacing_mm": outputs.pop() if len(outputs) == 1 else None}
     pairs = training_pairs(source, images, geometries, targets, slice_model, config.match_noise, config.seed,
-                           config.all_offsets, config.rotations)
+                           config.all_offsets, config.rotations, config.scale)
     live_csv = _live_loss_csv(checkpoint)
     # the pairs wait on disk beside the checkpoint (memory does not grow with the cohort);
     # a killed run's are remade on resume
