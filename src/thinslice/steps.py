@@ -96,7 +96,7 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> 
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
                    slice_model: str, match_noise: bool, seed: int, all_offsets: bool, rotations: int,
-                   scale: float = 1.0):
+                   scale: float):
     """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
