@@ -337,7 +337,7 @@ def test_lint_is_clean(configfile):
 
 
 @pytest.mark.parametrize("configfile, run, vae_steps, sr_steps",
-                         [(None, "knee-demo", 1000, 1500), ("config/ch2-z4.yaml", "ch2-z4", 2000, 6000)])
+                         [(None, "knee-demo", 700, 1200), ("config/ch2-z4.yaml", "ch2-z4", 2000, 6000)])
 def test_a_configfile_does_not_inherit_the_demo_settings(tmp_path, configfile, run, vae_steps, sr_steps):
     """Without --configfile the demo's short training; with one, its keys and the schema's defaults."""
     shutil.copytree(REPO / "config", tmp_path / "config")
