@@ -110,6 +110,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     """
     from .noise import estimate_sd
     from .pairs import self_pairs, synthetic_pairs
+    from .training import release_freed_heap
 
     for i, (image, geometry) in enumerate(zip(images, geometries)):
         lr, g = load_prepared(image, geometry)
@@ -127,6 +128,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
             hr = read_nifti(targets[i])
             yield from synthetic_pairs(g.intensity.normalize(hr.data), g.slice_axis, g.factor, slice_model,
                                        g.thickness_mm, g.work_spacing_mm, noise_sd, rng)
+        release_freed_heap()    # what making this subject's pairs freed
 
 
 def train_sr(source: str, images: list[str], geometries: list[str], targets: list[str], out: str,

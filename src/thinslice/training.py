@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import os
 import pickle
@@ -41,6 +42,17 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def release_freed_heap() -> None:
+    """Give the C heap's freed pages back to the OS (glibc's malloc_trim; elsewhere nothing).
+    Making one subject's training pairs allocates and frees a few hundred MB in pieces; glibc
+    keeps much of it, more with each subject, so a cohort's process would grow by about 1 MB of
+    anonymous memory per subject without this (measured: 358 -> 486 MB from 1 to 128 scans)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def seed_everything(seed: int) -> None:
