@@ -48,7 +48,7 @@ def release_freed_heap() -> None:
     """Give the C heap's freed pages back to the OS (glibc's malloc_trim; elsewhere nothing).
     Making one subject's training pairs allocates and frees a few hundred MB in pieces; glibc
     keeps much of it, more with each subject, so a cohort's process would grow by about 1 MB of
-    anonymous memory per subject without this (measured: 358 -> 486 MB from 1 to 128 scans)."""
+    anonymous memory per subject without this (make bench-scale: 358 -> 486 MB from 1 to 128 scans)."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError, TypeError):   # no C library by that call (macOS, Windows)
