@@ -11,7 +11,9 @@ simulation: real noise, real slice profile, real anatomy, but k times the scan's
     python bench/holdout.py scan.nii.gz --thickness 3 --settings sr.json  (an SR variant)
 
 The slice axis and thickness come from the geometry record beside a prepared input
-(`<name>.json`), else the axis of largest spacing and --thickness.
+(`<name>.json`), else the axis of largest spacing and --thickness, else what `thinslice prepare`
+takes for a scan without one (the spacing of the kept slices, or the slice profile estimated
+from them where it is more than 25% off that spacing).
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: floa
     scan, image, geometry, mask = (work / f"fold{fold}_{n}" for n in ("scan.nii.gz", "input.nii.gz", "input.json",
                                                                         "mask.nii.gz"))
     nib.save(nib.Nifti1Image(kept, sparse), scan)
-    thinslice("prepare", "--input", str(scan), "--slice-axis", str(axis), "--thickness", str(thickness),
-              "--factor", str(every), "--out-image", str(image), "--out-geometry", str(geometry), "--out-mask", str(mask))
-    scores = {}
+    thinslice("prepare", "--input", str(scan), "--slice-axis", str(axis),
+              *(["--thickness", str(thickness)] if thickness else []), "--factor", str(every), "--out-image", str(image), "--out-geometry", str(geometry), "--out-mask", str(mask))
+    scores = {"thickness": Geometry.load(geometry).thickness_mm}
     for method in METHODS:
         out = work / f"fold{fold}_{method}.nii.gz"
         start = time.perf_counter()
@@ -82,7 +84,8 @@ def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scan", help="a real scan (NIfTI), e.g. a prepared input of the workflow")
-    parser.add_argument("--thickness", type=float, help="slice thickness in mm (default: the geometry record's)")
+    parser.add_argument("--thickness", type=float, help="slice thickness in mm (default: the geometry record's, "
+                                                         "else thinslice prepare's default)")
     parser.add_argument("--every", type=int, default=2, help="keep every k-th slice and predict xk (default 2)")
     parser.add_argument("--settings", help="SR training settings (JSON) for sr_self")
     parser.add_argument("--threads", type=int, default=2)
@@ -93,20 +96,20 @@ def main() -> None:
     geometry = Geometry.load(record) if record.exists() else None
     axis = geometry.slice_axis if geometry else int(np.argmax(img.header.get_zooms()[:3]))
     thickness = a.thickness or (geometry.thickness_mm if geometry else None)
-    if not thickness:
-        raise SystemExit(f"{a.scan}: no geometry record beside it; give --thickness")
     if a.every < 2 or data.shape[axis] < 2 * a.every:
         raise SystemExit(f"{a.scan}: --every must be at least 2, with 2 kept slices in every fold "
                          f"({data.shape[axis]} slices)")
-    print(f"{a.scan}: {data.shape[axis]} slices along axis {axis}, {thickness:g} mm thick; one "
-          f"kept in {a.every}, the others predicted (x{a.every}), {a.threads} threads")
-    print("| fold | " + " | ".join(f"{m} (dB)" for m in METHODS) + " | sr_self time (s) |")
-    print("|---" * (len(METHODS) + 2) + "|")
+    said = f"{thickness:g} mm thick" if thickness else "no thickness given (thinslice prepare's default)"
+    print(f"{a.scan}: {data.shape[axis]} slices along axis {axis}, {said}; one kept in {a.every}, the others "
+          f"predicted (x{a.every}), {a.threads} threads")
+    print("| fold | " + " | ".join(f"{m} (dB)" for m in METHODS) + " | sr_self time (s) | thickness used (mm) |")
+    print("|---" * (len(METHODS) + 3) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         for fold in range(a.every):
             s = fold_scores(data, img.affine, axis, thickness, a.every, fold, Path(tmp), a.threads, a.settings)
             print(f"| {fold}, {fold + a.every}, ... kept | "
-                  + " | ".join(f"{s[m][0]:.2f}" for m in METHODS) + f" | {s['sr_self'][1]:.0f} |", flush=True)
+                  + " | ".join(f"{s[m][0]:.2f}" for m in METHODS)
+                  + f" | {s['sr_self'][1]:.0f} | {s['thickness']:.3g} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -391,11 +391,11 @@ def test_figures_target_and_report(tmp_path, anatomical_path):
 
 def test_qc_summary_names_the_profile_each_consistency_and_the_warnings():
     entries = [{"method": "cubic", "consistency_psnr": 42.37, "fwhm_header_mm": 3.0, "fwhm_estimate_mm": 4.2,
-                "warnings": ["the slice profile looks 4.2 mm wide"]},
+                "slice_thickness_used_mm": 3.0, "warnings": ["the slice profile looks 4.2 mm wide"]},
                {"method": "sr_self", "consistency_psnr": 60.71, "fwhm_header_mm": 3.0, "fwhm_estimate_mm": 4.2,
                 "warnings": ["the slice profile looks 4.2 mm wide", "periodic_artifact 1.80 > 1.5"]}]
     text = figures.qc_summary(entries).splitlines()
-    assert text[0] == "slice profile: header 3 mm, estimated from the scan 4.2 mm"
+    assert text[0] == "slice profile: header 3 mm, estimated from the scan 4.2 mm, used 3 mm"
     assert text[1] == "consistency (dB): cubic 42.4, sr_self 60.7"
     assert text[2:] == ["warning: periodic_artifact 1.80 > 1.5", "warning: the slice profile looks 4.2 mm wide"]
     assert figures.qc_summary([]) == ""

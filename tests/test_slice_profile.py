@@ -40,7 +40,7 @@ def test_the_estimate_finds_the_simulated_fwhm_within_20_percent(ch2):
 
 
 def test_too_few_slices_give_no_estimate(anatomical):
-    data = anatomical[0][:, :, ::2]                        # 13 slices: no window of 16
+    data = anatomical[0][:, :, ::4]                        # 7 slices: no window of 8
     assert estimate_fwhm(data, foreground_mask(data), 2, [2.0, 2.0, 4.0]) is None
 
 
@@ -71,3 +71,21 @@ def test_prepare_warns_on_a_lying_header_and_auto_uses_the_estimate(ch2, tmp_pat
     assert main(["prepare", "--input", str(scan), "--factor", "4", "--thickness", "auto", *outs("auto")]) == 0
     auto = Geometry.load(tmp_path / "auto.json")
     assert auto.thickness_mm == auto.fwhm_estimate_mm == header.fwhm_estimate_mm and auto.gap_mm == 0.0
+
+
+def test_a_nifti_without_thickness_takes_the_estimate_only_far_from_the_spacing(ch2, tmp_path):
+    """Every other slice of a scan keeps its thickness: half the new spacing, not all of it."""
+    from thinslice.geometry import lr_affine
+    from thinslice.prepare import prepare
+
+    for fwhm, expected in ((8.0, 8.0), (4.0, 4.0)):           # contiguous slices; a 4 mm gap
+        lr = degrade(ch2, 2, 8, "gaussian", fwhm, 1.0)         # 8 mm spacing: 23 slices
+        scan = tmp_path / f"fwhm{fwhm:g}.nii.gz"
+        nib.save(nib.Nifti1Image(lr, lr_affine(np.eye(4), 2, 8)), scan)
+        g = prepare(scan, tmp_path / "img.nii.gz", tmp_path / "g.json", tmp_path / "m.nii.gz", factor=2)
+        assert g.header_thickness_mm is None and g.fwhm_estimate_mm is not None
+        if fwhm == 8.0:
+            assert g.thickness_mm == 8.0 and g.gap_mm == 0.0           # the estimate is close: the spacing
+        else:
+            assert g.thickness_mm == g.fwhm_estimate_mm == pytest.approx(expected, rel=0.2)
+            assert g.gap_mm == pytest.approx(8.0 - g.thickness_mm)

@@ -78,7 +78,7 @@ def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | P
         scores = uncertainty_scores(uncertainty, output, geom.slice_axis, fg_out, truth)
     record = {"subject": row["subject"], "method": row["method"], "consistency_psnr": row["consistency_psnr"],
               "periodic_artifact": row["periodic_artifact"],
-              "fwhm_header_mm": geom.header_thickness_mm or geom.thickness_mm,
+              "fwhm_header_mm": geom.header_thickness_mm,
               "fwhm_estimate_mm": geom.fwhm_estimate_mm, "slice_thickness_used_mm": geom.thickness_mm,
               "slice_spacing_mm": geom.spacing_mm,
               "output_spacing_mm": geom.target_spacing_mm,

@@ -317,9 +317,10 @@ def qc_summary(entries: list[dict]) -> str:
     if not entries:
         return ""
     first = entries[0]
-    est = first.get("fwhm_estimate_mm")
-    lines = [f"slice profile: header {first['fwhm_header_mm']:.3g} mm, estimated from the scan "
-             + (f"{est:.3g} mm" if est is not None else "- (too few slices)"),
+    header, est, used = (first.get(k) for k in ("fwhm_header_mm", "fwhm_estimate_mm", "slice_thickness_used_mm"))
+    lines = ["slice profile: header " + (f"{header:.3g} mm" if header is not None else "- (no thickness)")
+             + ", estimated from the scan " + (f"{est:.3g} mm" if est is not None else "- (too few slices)")
+             + (f", used {used:.3g} mm" if used is not None else ""),
              "consistency (dB): " + ", ".join(f"{e['method']} {e['consistency_psnr']:.1f}" for e in entries)]
     warnings = sorted({w for e in entries for w in e.get("warnings", [])})
     return "\n".join(lines + [f"warning: {w}" for w in warnings])

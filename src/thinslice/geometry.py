@@ -105,7 +105,7 @@ class Geometry:
                   non-integer ratio); None otherwise.
     output_dtype: the data type the methods' outputs are written in (float32, or an
                   integer type: rounded and clipped).
-    header_thickness_mm: the thickness the header (or the sample sheet) gives;
+    header_thickness_mm: the thickness the header (or the sample sheet) gives (None: neither does);
     fwhm_estimate_mm: the slice profile's FWHM estimated from the scan (None: not estimated).
     in_plane_mm:  spacing of the two other axes (in array order);
     shape:        LR array shape; orientation: axis codes of the affine (e.g. 'LPS').

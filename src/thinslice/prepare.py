@@ -21,32 +21,37 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
             output_dtype: str = "float32") -> Geometry:
     """Read a scan and write its LR volume (input intensities), geometry record and mask.
 
-    Thickness: the given value, else the DICOM SliceThickness, else the slice spacing; "auto":
-    the FWHM of the slice profile estimated from the scan itself (slice_profile), which is
-    recorded in any case and compared with the header's (a warning beyond 25%).
+    Thickness: the given value, else the DICOM SliceThickness; "auto": the FWHM of the slice
+    profile estimated from the scan itself (slice_profile), which is recorded in any case and
+    compared with the header's (a warning beyond 25%). With neither (a NIfTI file), the slice
+    spacing, unless the estimate differs from it by more than 25%: then the estimate (a scan
+    with gaps between its slices, or every other slice of one, is no thicker than it was).
     output_dtype: "float32", or "input": the integer type the scan's voxels fit (float32 if
     they are not whole numbers), recorded for the methods' outputs.
     Everything is checked before anything is written.
     """
-    from .slice_profile import estimate_fwhm, profile_mismatch
+    from .slice_profile import PROFILE_WARNING, estimate_fwhm, profile_mismatch
 
     auto = thickness_mm == "auto"
     vol, meta = load_volume(path, echo=echo)
-    if thickness_mm is None or auto:
-        thickness_mm = meta.get("slice_thickness")
+    header = meta.get("slice_thickness") if thickness_mm is None or auto else float(thickness_mm)
     mask = foreground_mask(vol.data)
     norm = robust_range(vol.data, mask, source=str(path))
     dtype = output_type(output_dtype, vol.data)
-    geom = describe(vol.affine, vol.shape, slice_axis, thickness_mm, factor, target_spacing_mm,
+    geom = describe(vol.affine, vol.shape, slice_axis, header, factor, target_spacing_mm,
                     norm, source=str(path))
-    header = geom.thickness_mm
     estimate = estimate_fwhm(vol.data, mask, geom.slice_axis, vol.spacing)
     if estimate is None:
         print(f"{path}: too few slices in the foreground to estimate the slice profile"
               + ("; slice_thickness auto falls back to the header's" if auto else ""))
     else:
-        print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan, {header:.3g} mm in the header")
-        if auto:
+        print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan, "
+              + (f"{header:.3g} mm in the header" if header else "no thickness in the header"))
+        unknown_and_off = header is None and abs(estimate - geom.spacing_mm) > PROFILE_WARNING * geom.spacing_mm
+        if unknown_and_off:
+            print(f"{path}: the estimate is more than {PROFILE_WARNING:.0%} off the {geom.spacing_mm:.3g} mm slice "
+                  f"spacing, so it is taken as the slice thickness (give the thickness to override)")
+        if auto or unknown_and_off:
             geom = describe(vol.affine, vol.shape, geom.slice_axis, estimate, factor, target_spacing_mm,
                             norm, source=str(path))
     geom.output_dtype, geom.header_thickness_mm, geom.fwhm_estimate_mm = dtype, header, estimate

@@ -22,7 +22,9 @@ from .degrade import FWHM_PER_SIGMA
 
 # The estimate and the header's thickness differ by more than this share: a warning.
 PROFILE_WARNING = 0.25
-WINDOW = 16          # samples per window along a line (64 mm at 4 mm spacing)
+# Samples per window along a line (64 mm at 4 mm spacing); the shorter one only where the scan
+# has too few slices for the longer (its estimate is coarser, worst for thin profiles).
+WINDOWS = (16, 8)
 MIN_WINDOWS = 50     # fewer windows in the foreground: no estimate
 COARSE = np.arange(0.1, 3.0001, 0.2)   # candidate FWHMs, in slice spacings
 
@@ -48,15 +50,22 @@ def _along(data: np.ndarray, axis: int, fwhm_mm: float, spacing_mm: float) -> np
 
 def estimate_fwhm(data: np.ndarray, mask: np.ndarray, axis: int, spacings) -> float | None:
     """The Gaussian-equivalent FWHM (mm) of the slice profile along `axis`, or None when the
-    foreground holds too few runs of WINDOW slices (or the in-plane axes are not finer).
+    foreground holds too few runs of 8 slices, along the slice axis and along the in-plane
+    axes sampled at the slice spacing (or the in-plane axes are not finer).
 
     data, mask: the scan and its foreground; spacings: voxel size per array axis (mm)."""
     data = np.asarray(data, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
+    for n in WINDOWS:
+        estimate = _estimate(data, mask, axis, spacings, n)
+        if estimate is not None:
+            return estimate
+    return None
+
+
+def _estimate(data: np.ndarray, mask: np.ndarray, axis: int, spacings, n: int) -> float | None:
+    """estimate_fwhm with windows of n samples."""
     spacing = float(spacings[axis])
-    n = WINDOW
-    if data.shape[axis] < n:
-        return None
     through_mask = np.moveaxis(mask, axis, -1)
     if len(_windows(through_mask, through_mask, n)) < MIN_WINDOWS:
         return None
