@@ -152,3 +152,20 @@ def test_infer_takes_an_oblique_series_with_rounded_positions_and_refuses_it_wit
     assert nib.load(str(out)).shape[2] == (8 - 1) * 2 + 1
     assert main(["infer", "--model", str(trained / "sr.pt"), str(missing), str(tmp_path / "no.nii.gz")]) == INPUT_ERROR
     assert "a slice is missing" in capsys.readouterr().err
+
+
+def test_a_cohort_agrees_on_stated_thicknesses_and_tolerates_estimated_ones():
+    from thinslice.errors import ThinsliceError
+    from thinslice.geometry import describe
+    from thinslice.steps import cohort_protocol
+
+    def scan(thickness, estimate):
+        g = describe(np.diag([0.6, 0.6, 8.0, 1.0]), (64, 64, 12), None, thickness, 2, None, (0.0, 1.0), "scan")
+        g.fwhm_estimate_mm = estimate
+        return g
+
+    estimated = [scan(2.9, 2.9), scan(3.2, 3.2), scan(3.0, 3.0)]      # no thickness in the headers
+    assert cohort_protocol(["a", "b", "c"], estimated) == (8.0, 3.0)
+    stated = [scan(3.0, 2.9), scan(4.0, 3.2)]                        # the headers disagree: two protocols
+    with pytest.raises(ThinsliceError, match="train one model per protocol"):
+        cohort_protocol(["a", "b"], stated)

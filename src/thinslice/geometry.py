@@ -128,6 +128,11 @@ class Geometry:
     fwhm_estimate_mm: float | None = None
 
     @property
+    def thickness_estimated(self) -> bool:
+        """Whether the slice thickness is the one estimated from the scan (prepare)."""
+        return self.fwhm_estimate_mm is not None and self.thickness_mm == self.fwhm_estimate_mm
+
+    @property
     def work_spacing_mm(self) -> float:
         """Slice spacing of the grid the learned methods work on."""
         return self.spacing_mm / self.factor

@@ -131,6 +131,22 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
         release_freed_heap()    # what making this subject's pairs freed
 
 
+def cohort_protocol(paths: list[str], geoms: list[Geometry]) -> tuple[float, float]:
+    """The cohort's slice spacing and thickness (medians); a scan of another protocol is an error.
+    Thicknesses estimated from the scans (Geometry.thickness_estimated) differ between scans by
+    the estimate's error, so only the stated ones must agree; each scan's pairs use its own."""
+    spacing = float(np.median([g.spacing_mm for g in geoms]))
+    stated = [g.thickness_mm for g in geoms if not g.thickness_estimated]
+    thickness = float(np.median(stated or [g.thickness_mm for g in geoms]))
+    for p, g in zip(paths, geoms):
+        other = abs(g.spacing_mm - spacing) > FIT_TOLERANCE * spacing
+        other |= not g.thickness_estimated and abs(g.thickness_mm - thickness) > FIT_TOLERANCE * thickness
+        if other:
+            raise ThinsliceError(f"{p}: slice spacing {g.spacing_mm:.3g} mm / thickness {g.thickness_mm:.3g} mm "
+                                 f"differ from the cohort's {spacing:.3g} / {thickness:.3g} mm; train one model per protocol")
+    return spacing, thickness
+
+
 def train_sr(source: str, images: list[str], geometries: list[str], targets: list[str], out: str,
              checkpoint: str, loss_csv: str, slice_model: str = "gaussian", settings: dict | None = None,
              device: str = "auto") -> None:
@@ -145,12 +161,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
     factors = {g.factor for g in geoms}
     if len(factors) != 1:
         raise ThinsliceError(f"train-sr: subjects have different factors {sorted(factors)}; one model needs one factor")
-    spacing = float(np.median([g.spacing_mm for g in geoms]))
-    thickness = float(np.median([g.thickness_mm for g in geoms]))
-    for p, g in zip(geometries, geoms):
-        if abs(g.spacing_mm - spacing) > FIT_TOLERANCE * spacing or abs(g.thickness_mm - thickness) > FIT_TOLERANCE * thickness:
-            raise ThinsliceError(f"{p}: slice spacing {g.spacing_mm:.3g} mm / thickness {g.thickness_mm:.3g} mm "
-                                 f"differ from the cohort's {spacing:.3g} / {thickness:.3g} mm; train one model per protocol")
+    spacing, thickness = cohort_protocol(geometries, geoms)
     config = SRConfig.from_dict(settings or {})
     outputs = {g.output_spacing_mm for g in geoms}
     meta = {"source": source, "factor": factors.pop(), "slice_model": slice_model,
