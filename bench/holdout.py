@@ -13,7 +13,7 @@ simulation: real noise, real slice profile, real anatomy, but k times the scan's
 The slice axis and thickness come from the geometry record beside a prepared input
 (`<name>.json`), else the axis of largest spacing and --thickness, else what `thinslice prepare`
 takes for a scan without one (the spacing of the kept slices, or the slice profile estimated
-from them where it is more than 25% off that spacing).
+from them where it is more than 25% below that spacing).
 """
 
 from __future__ import annotations

@@ -78,14 +78,14 @@ def test_a_nifti_without_thickness_takes_the_estimate_only_far_from_the_spacing(
     from thinslice.geometry import lr_affine
     from thinslice.prepare import prepare
 
-    for fwhm, expected in ((8.0, 8.0), (4.0, 4.0)):           # contiguous slices; a 4 mm gap
+    for fwhm, expected in ((8.0, 8.0), (12.0, 8.0), (4.0, 4.0)):   # contiguous, overlapping; a 4 mm gap
         lr = degrade(ch2, 2, 8, "gaussian", fwhm, 1.0)         # 8 mm spacing: 23 slices
         scan = tmp_path / f"fwhm{fwhm:g}.nii.gz"
         nib.save(nib.Nifti1Image(lr, lr_affine(np.eye(4), 2, 8)), scan)
         g = prepare(scan, tmp_path / "img.nii.gz", tmp_path / "g.json", tmp_path / "m.nii.gz", factor=2)
         assert g.header_thickness_mm is None and g.fwhm_estimate_mm is not None
-        if fwhm == 8.0:
-            assert g.thickness_mm == 8.0 and g.gap_mm == 0.0           # the estimate is close: the spacing
+        if fwhm >= 8.0:     # the estimate is close, or above: the spacing
+            assert g.thickness_mm == 8.0 and g.gap_mm == 0.0
         else:
             assert g.thickness_mm == g.fwhm_estimate_mm == pytest.approx(expected, rel=0.2)
             assert g.gap_mm == pytest.approx(8.0 - g.thickness_mm)

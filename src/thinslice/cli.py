@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--thickness", type=_thickness,
                    help="slice thickness in mm, or 'auto': the slice profile estimated from the scan "
                         "(default: the DICOM header's; without one, the slice spacing unless the estimate is "
-                        "more than 25% off it)")
+                        "more than 25% below it)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--factor", type=int, help="upsampling factor along the slice axis")
     g.add_argument("--target-spacing", type=float, help="output slice spacing in mm")

@@ -24,8 +24,10 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     Thickness: the given value, else the DICOM SliceThickness; "auto": the FWHM of the slice
     profile estimated from the scan itself (slice_profile), which is recorded in any case and
     compared with the header's (a warning beyond 25%). With neither (a NIfTI file), the slice
-    spacing, unless the estimate differs from it by more than 25%: then the estimate (a scan
-    with gaps between its slices, or every other slice of one, is no thicker than it was).
+    spacing, unless the estimate is more than 25% below it: then the estimate (a scan with gaps
+    between its slices, or every other slice of one, is thinner than its spacing; an estimate
+    above the spacing is not taken, as 2D slices do not overlap and the estimate reads wide on
+    some real scans).
     output_dtype: "float32", or "input": the integer type the scan's voxels fit (float32 if
     they are not whole numbers), recorded for the methods' outputs.
     Everything is checked before anything is written.
@@ -47,11 +49,11 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     else:
         print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan, "
               + (f"{header:.3g} mm in the header" if header else "no thickness in the header"))
-        unknown_and_off = header is None and abs(estimate - geom.spacing_mm) > PROFILE_WARNING * geom.spacing_mm
-        if unknown_and_off:
-            print(f"{path}: the estimate is more than {PROFILE_WARNING:.0%} off the {geom.spacing_mm:.3g} mm slice "
+        thinner = header is None and estimate < (1 - PROFILE_WARNING) * geom.spacing_mm
+        if thinner:
+            print(f"{path}: the estimate is more than {PROFILE_WARNING:.0%} below the {geom.spacing_mm:.3g} mm slice "
                   f"spacing, so it is taken as the slice thickness (give the thickness to override)")
-        if auto or unknown_and_off:
+        if auto or thinner:
             geom = describe(vol.affine, vol.shape, geom.slice_axis, estimate, factor, target_spacing_mm,
                             norm, source=str(path))
     geom.output_dtype, geom.header_thickness_mm, geom.fwhm_estimate_mm = dtype, header, estimate
