@@ -58,8 +58,9 @@ def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: floa
     scan, image, geometry, mask = (work / f"fold{fold}_{n}" for n in ("scan.nii.gz", "input.nii.gz", "input.json",
                                                                         "mask.nii.gz"))
     nib.save(nib.Nifti1Image(kept, sparse), scan)
-    thinslice("prepare", "--input", str(scan), "--slice-axis", str(axis),
-              *(["--thickness", str(thickness)] if thickness else []), "--factor", str(every), "--out-image", str(image), "--out-geometry", str(geometry), "--out-mask", str(mask))
+    thinslice("prepare", "--input", str(scan), "--slice-axis", str(axis), "--factor", str(every),
+              *(["--thickness", str(thickness)] if thickness else []),
+              "--out-image", str(image), "--out-geometry", str(geometry), "--out-mask", str(mask))
     scores = {"thickness": Geometry.load(geometry).thickness_mm}
     for method in METHODS:
         out = work / f"fold{fold}_{method}.nii.gz"

@@ -73,7 +73,7 @@ def test_prepare_warns_on_a_lying_header_and_auto_uses_the_estimate(ch2, tmp_pat
     assert auto.thickness_mm == auto.fwhm_estimate_mm == header.fwhm_estimate_mm and auto.gap_mm == 0.0
 
 
-def test_a_nifti_without_thickness_takes_the_estimate_only_far_from_the_spacing(ch2, tmp_path):
+def test_a_nifti_without_thickness_takes_the_estimate_only_well_below_the_spacing(ch2, tmp_path):
     """Every other slice of a scan keeps its thickness: half the new spacing, not all of it."""
     from thinslice.geometry import lr_affine
     from thinslice.prepare import prepare

@@ -48,7 +48,7 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
               + ("; slice_thickness auto falls back to the header's" if auto else ""))
     else:
         print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan, "
-              + (f"{header:.3g} mm in the header" if header else "no thickness in the header"))
+              + (f"{header:.3g} mm in the header" if header is not None else "no thickness in the header"))
         thinner = header is None and estimate < (1 - PROFILE_WARNING) * geom.spacing_mm
         if thinner:
             print(f"{path}: the estimate is more than {PROFILE_WARNING:.0%} below the {geom.spacing_mm:.3g} mm slice "
