@@ -399,3 +399,7 @@ def test_qc_summary_names_the_profile_each_consistency_and_the_warnings():
     assert text[1] == "consistency (dB): cubic 42.4, sr_self 60.7"
     assert text[2:] == ["warning: periodic_artifact 1.80 > 1.5", "warning: the slice profile looks 4.2 mm wide"]
     assert figures.qc_summary([]) == ""
+    nifti = [{"method": "cubic", "consistency_psnr": 40.0, "fwhm_header_mm": None, "fwhm_estimate_mm": 2.9,
+              "slice_thickness_used_mm": 2.9}]
+    assert figures.qc_summary(nifti).splitlines()[0] == ("slice profile: header - (no thickness), "
+                                                          "estimated from the scan 2.9 mm, used 2.9 mm")
