@@ -9,6 +9,7 @@ simulation: real noise, real slice profile, real anatomy, but k times the scan's
     python bench/holdout.py results/knee-demo/input/knee_echo1.nii.gz     (make bench-holdout)
     python bench/holdout.py scan.nii.gz --every 3                         (keep every third slice)
     python bench/holdout.py scan.nii.gz --thickness 3 --settings sr.json  (an SR variant)
+    python bench/holdout.py scan.nii.gz --slice-model box                 (another slice model)
 
 The slice axis and thickness come from the geometry record beside a prepared input
 (`<name>.json`), else the axis of largest spacing and --thickness, else what `thinslice prepare`
@@ -30,6 +31,7 @@ import numpy as np
 
 from thinslice.geometry import Geometry
 from thinslice.metrics import psnr
+from thinslice.settings import SLICE_MODELS
 
 METHODS = ["linear", "cubic", "sr_self"]
 
@@ -48,7 +50,7 @@ def held_out_psnr(out: np.ndarray, truth: np.ndarray, axis: int, every: int) -> 
 
 
 def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: float, every: int, fold: int,
-                work: Path, threads: int, settings: str | None) -> dict:
+                work: Path, threads: int, settings: str | None, slice_model: str) -> dict:
     """Keep the slices fold, fold+every, ... of `data`; each method's PSNR on the slices in between."""
     kept = np.take(data, range(fold, data.shape[axis], every), axis=axis)
     sparse = affine.copy()
@@ -69,7 +71,8 @@ def fold_scores(data: np.ndarray, affine: np.ndarray, axis: int, thickness: floa
             model = work / f"fold{fold}_sr_self.pt"
             thinslice("train-sr", "--source", "self", "--images", str(image), "--geometries", str(geometry),
                       "--checkpoint", str(work / f"fold{fold}.ckpt"), "--loss-csv", str(work / f"fold{fold}.csv"),
-                      "--out", str(model), "--threads", str(threads), *(["--settings", settings] if settings else []))
+                      "--out", str(model), "--threads", str(threads), "--slice-model", slice_model,
+                      *(["--settings", settings] if settings else []))
             thinslice("infer", "--model", str(model), "--geometry", str(geometry), str(image), str(out),
                        "--threads", str(threads))
         else:
@@ -89,6 +92,8 @@ def main() -> None:
                                                          "else thinslice prepare's default)")
     parser.add_argument("--every", type=int, default=2, help="keep every k-th slice and predict xk (default 2)")
     parser.add_argument("--settings", help="SR training settings (JSON) for sr_self")
+    parser.add_argument("--slice-model", choices=SLICE_MODELS, default="gaussian",
+                        help="the slice model sr_self's pairs are simulated with (default gaussian)")
     parser.add_argument("--threads", type=int, default=2)
     a = parser.parse_args()
     img = nib.load(a.scan)
@@ -107,7 +112,8 @@ def main() -> None:
     print("|---" * (len(METHODS) + 3) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         for fold in range(a.every):
-            s = fold_scores(data, img.affine, axis, thickness, a.every, fold, Path(tmp), a.threads, a.settings)
+            s = fold_scores(data, img.affine, axis, thickness, a.every, fold, Path(tmp), a.threads, a.settings,
+                            a.slice_model)
             print(f"| {fold}, {fold + a.every}, ... kept | "
                   + " | ".join(f"{s[m][0]:.2f}" for m in METHODS)
                   + f" | {s['sr_self'][1]:.0f} | {s['thickness']:.3g} |", flush=True)
