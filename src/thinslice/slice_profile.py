@@ -66,39 +66,39 @@ def estimate_fwhm(data: np.ndarray, mask: np.ndarray, axis: int, spacings) -> fl
 
 
 def _estimate(data: np.ndarray, mask: np.ndarray, axis: int, spacings, n: int) -> float | None:
-    """estimate_fwhm with windows of n samples."""
+    """estimate_fwhm with windows of n samples. Whether the foreground holds enough windows
+    depends on the mask alone, so it is settled before any candidate is blurred."""
     spacing = float(spacings[axis])
     through_mask = np.moveaxis(mask, axis, -1)
     if len(_windows(through_mask, through_mask, n)) < MIN_WINDOWS:
         return None
     inplane = [a for a in range(3) if a != axis]
-    estimates = []
-    for a, b in (inplane, inplane[::-1]):
+    samplings = []
+    for a in inplane:
         step = spacing / float(spacings[a])
         if step <= 1:
             return None
         positions = np.arange(0, data.shape[a] - 1, step)     # in-plane samples at the slice spacing
         lo = np.floor(positions).astype(int)
-        t = (positions - lo).astype(np.float32)
         hi = np.minimum(lo + 1, data.shape[a] - 1)
         in_mask = np.moveaxis(mask, a, -1)
         in_mask = in_mask[..., lo] & in_mask[..., hi]
+        if len(_windows(in_mask, in_mask, n)) < MIN_WINDOWS:
+            return None
+        samplings.append((lo, hi, (positions - lo).astype(np.float32), in_mask))
+    estimates = []
+    for (a, b), (lo, hi, t, in_mask) in zip((inplane, inplane[::-1]), samplings):
 
         def cost(fwhm: float) -> float:
             through = _spectrum(_windows(np.moveaxis(_along(data, b, fwhm, spacings[b]), axis, -1), through_mask, n))
             lines = np.moveaxis(_along(data, a, fwhm, spacings[a]), a, -1)
             windows = _windows(lines[..., lo] * (1 - t) + lines[..., hi] * t, in_mask, n)
-            if len(windows) < MIN_WINDOWS:
-                return np.nan
             return float(np.var(np.log(through + 1e-12) - np.log(_spectrum(windows) + 1e-12)))
 
         best = 0.0
         for grid in (COARSE, "fine"):   # every 0.2 spacings, then every 0.05 around the best
             grid = COARSE if grid is COARSE else np.arange(max(best - 0.2, 0.05), best + 0.2001, 0.05)
-            costs = [cost(g * spacing) for g in grid]
-            if np.isnan(costs).all():
-                return None
-            best = float(grid[int(np.nanargmin(costs))])
+            best = float(grid[int(np.argmin([cost(g * spacing) for g in grid]))])
         estimates.append(best * spacing)
     return float(np.mean(estimates))
 
