@@ -31,7 +31,7 @@ import numpy as np
 
 from thinslice.geometry import Geometry
 from thinslice.metrics import psnr
-from thinslice.settings import SLICE_MODELS
+from thinslice.settings import DEFAULT_SLICE_MODEL, SLICE_MODELS
 
 METHODS = ["linear", "cubic", "sr_self"]
 
@@ -92,8 +92,8 @@ def main() -> None:
                                                          "else thinslice prepare's default)")
     parser.add_argument("--every", type=int, default=2, help="keep every k-th slice and predict xk (default 2)")
     parser.add_argument("--settings", help="SR training settings (JSON) for sr_self")
-    parser.add_argument("--slice-model", choices=SLICE_MODELS, default="gaussian",
-                        help="the slice model sr_self's pairs are simulated with (default gaussian)")
+    parser.add_argument("--slice-model", choices=SLICE_MODELS, default=DEFAULT_SLICE_MODEL,
+                        help="the slice model sr_self's pairs are simulated with (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     a = parser.parse_args()
     img = nib.load(a.scan)

@@ -57,19 +57,19 @@ def test_output_lands_on_the_thinslice_grid(tmp_path, fake_eclare, factor, monke
     assert np.abs(vol.data[:, :, ::factor] - lr).max() < 0.5  # real slice positions everywhere
     argv = json.loads(record.read_text())
     assert argv[argv.index("--relative-slice-thickness") + 1] == "4"
-    assert argv[argv.index("--relative-slice-profile-type") + 1] == "gaussian"
+    assert argv[argv.index("--relative-slice-profile-type") + 1] == "boxcar"   # the default slice model, box
     assert argv[argv.index("--n-patches") + 1] == "640" and argv[argv.index("--gpu-id") + 1] == "-1"
     assert list(out.parent.iterdir()) == [out]  # ECLARE's own files are gone
 
 
-def test_box_slices_get_eclares_boxcar_profile(tmp_path, fake_eclare, monkeypatch):
+def test_gaussian_slices_get_eclares_gaussian_profile(tmp_path, fake_eclare, monkeypatch):
     image, geometry, _ = prepared(tmp_path, np.diag([1.0, 1.0, 4.0, 1.0]))
     record = tmp_path / "argv.json"
     monkeypatch.setenv("FAKE_ECLARE_ARGV", str(record))
-    run_eclare(str(image), str(geometry), str(tmp_path / "o.nii.gz"), command=fake_eclare, slice_model="box",
+    run_eclare(str(image), str(geometry), str(tmp_path / "o.nii.gz"), command=fake_eclare, slice_model="gaussian",
                device="cpu")
     argv = json.loads(record.read_text())
-    assert argv[argv.index("--relative-slice-profile-type") + 1] == "boxcar"
+    assert argv[argv.index("--relative-slice-profile-type") + 1] == "gaussian"
 
 
 def test_failures_are_one_line_errors(tmp_path, fake_eclare, monkeypatch):

@@ -117,6 +117,7 @@ def test_eclare_peer_joins_the_table(simulated_project):
     assert nib.load(out / "eclare" / "t1.nii.gz").shape == nib.load(out / "linear" / "t1.nii.gz").shape
     log = (simulated_project / "logs" / "tiny" / "eclare" / "t1.log").read_text()
     assert "--relative-slice-thickness 3" in log and "--n-patches 64" in log  # 6 mm FWHM / 2 mm in-plane
+    assert "--relative-slice-profile-type gaussian" in log      # the slice model of a simulated run: its profile
     assert (out / "benchmarks" / "eclare" / "t1.tsv").exists()
 
 
@@ -243,7 +244,7 @@ def test_a_bids_dataset_in_and_a_derivatives_dataset_out(tmp_path, anatomical_pa
         assert sidecar["SliceThickness"] == 3.5 and sidecar["SliceSpacing"] == pytest.approx(4.0)
         assert sidecar["OutputSliceSpacing"] == pytest.approx(2.0) and sidecar["UpsamplingRatio"] == 2
         assert sidecar["Sources"][0].startswith("bids/sub-0") and sidecar["ThinsliceVersion"]
-        assert sidecar["Method"] in name and sidecar["SliceModel"] == "gaussian"
+        assert sidecar["Method"] in name and sidecar["SliceModel"] == "box"    # a real scan's default
         assert nib.load(nifti).header["descrip"].tobytes().startswith(b"thinslice ")
         assert nib.load(nifti).get_data_dtype() == np.int16     # output_dtype: input (a 16-bit scan)
 

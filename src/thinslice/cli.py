@@ -12,7 +12,7 @@ import traceback
 from . import __version__, commands
 from .errors import FILE_ERROR, INPUT_ERROR, INTERNAL_ERROR, OK, ThinsliceError, file_error_message
 from .methods import INTERPOLATION_METHODS, PAIR_SOURCES
-from .settings import INTERPOLATIONS, SLICE_MODELS, SYNTHESES
+from .settings import DEFAULT_SLICE_MODEL, INTERPOLATIONS, SLICE_MODELS, SYNTHESES
 
 
 def _thickness(text: str) -> float | str:
@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
-    slice_model = dict(choices=SLICE_MODELS, default="gaussian",
-                       help="slice profile of the acquisition: gaussian (FWHM = thickness), box, or skip "
-                            "(no blur, slices picked) (default: gaussian)")
+    slice_model = dict(choices=SLICE_MODELS, default=DEFAULT_SLICE_MODEL,
+                       help="slice profile of the acquisition: gaussian (FWHM = thickness), box (width = "
+                            "thickness), or skip (no blur, slices picked) (default: %(default)s)")
 
     s = step("fetch-demo", commands.fetch_demo, "download the real-knee demo (PyPI mskt==0.1.22) and extract its DICOM series")
     s.add_argument("--out", required=True, help="folder for the DICOM files")

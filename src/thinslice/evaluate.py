@@ -15,6 +15,7 @@ from .io import atomic_path, read_nifti, write_json, write_table
 from .metrics import TRUTH_FRACTION, compare, periodic_artifact, through_plane_sharpness
 from .normalize import above_fraction
 from .resample import resample_to
+from .settings import DEFAULT_SLICE_MODEL
 from .slice_profile import profile_mismatch
 
 # Above this, the texture of the output slices repeats every r slices visibly (cubic on real scans: 1.1-1.4).
@@ -24,7 +25,7 @@ COLUMNS = ["subject", "method", "psnr", "ssim", "ssim_fg", "sharpness", "periodi
 
 
 def evaluate(output: str | Path, lr: str | Path, geometry: str | Path, mask: str | Path,
-             subject: str, method: str, truth: str | Path | None = None, slice_model: str = "gaussian") -> dict:
+             subject: str, method: str, truth: str | Path | None = None, slice_model: str = DEFAULT_SLICE_MODEL) -> dict:
     """Metrics of one output: PSNR/SSIM against the truth when there is one; always the
     through-plane sharpness, the periodic-artifact score and the consistency with the
     acquisition (the output re-acquired with `slice_model` against the real slices), all

@@ -21,6 +21,7 @@ from .errors import ThinsliceError
 from .geometry import Geometry, output_shape
 from .io import read_nifti, save_volume
 from .resample import resample_to
+from .settings import DEFAULT_SLICE_MODEL
 from .volume import Volume
 
 # thinslice slice models -> ECLARE's slice-profile names
@@ -44,8 +45,9 @@ def eclare_argv(command: str, image: str | Path, out_dir: str | Path, relative_t
             "--n-patches", str(n_patches), "--batch-size", str(batch_size), "--gpu-id", str(gpu)]
 
 
-def run_eclare(image: str, geometry: str, out: str, command: str = "run-eclare", slice_model: str = "gaussian",
-               n_patches: int = 1_000_000, batch_size: int = 128, device: str = "auto", threads: int = 1) -> None:
+def run_eclare(image: str, geometry: str, out: str, command: str = "run-eclare",
+               slice_model: str = DEFAULT_SLICE_MODEL, n_patches: int = 1_000_000, batch_size: int = 128,
+               device: str = "auto", threads: int = 1) -> None:
     """ECLARE's thin-slice volume of one prepared scan, on thinslice's output grid."""
     lr, g = read_nifti(image), Geometry.load(geometry)
     if slice_model not in PROFILES:

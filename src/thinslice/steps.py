@@ -18,6 +18,7 @@ from .interpolate import working_to_output
 from .io import atomic_path, load_volume, output_type, read_nifti, save_volume
 from .normalize import foreground_mask, robust_range
 from .prepare import load_prepared
+from .settings import DEFAULT_SLICE_MODEL
 from .volume import Volume
 
 # Relative mismatch of slice spacing or thickness under which a scan fits a model.
@@ -80,7 +81,7 @@ def output_grid(image: str, geometry: str, out: str) -> None:
                 g.output_dtype)
 
 
-def degrade(hr: str, geometry: str, out: str, slice_model: str = "gaussian") -> None:
+def degrade(hr: str, geometry: str, out: str, slice_model: str = DEFAULT_SLICE_MODEL) -> None:
     """A synthetic HR volume degraded with the acquisition's slice model onto the real LR grid."""
     from .degrade import degrade as simulate
 
@@ -148,8 +149,8 @@ def cohort_protocol(paths: list[str], geoms: list[Geometry]) -> tuple[float, flo
 
 
 def train_sr(source: str, images: list[str], geometries: list[str], targets: list[str], out: str,
-             checkpoint: str, loss_csv: str, slice_model: str = "gaussian", settings: dict | None = None,
-             device: str = "auto") -> None:
+             checkpoint: str, loss_csv: str, slice_model: str = DEFAULT_SLICE_MODEL,
+             settings: dict | None = None, device: str = "auto") -> None:
     """One SR network for the cohort, trained on the pairs of `source`; writes the model file."""
     from .settings import SRConfig
     from .sr import save_model

@@ -17,6 +17,7 @@ from snakemake.logging import logger
 # The workflow reads its method registry from its own source tree.
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from thinslice import methods as registry  # noqa: E402
+from thinslice.settings import DEFAULT_SLICE_MODEL  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir, "workflow/schemas")
 
@@ -54,6 +55,8 @@ def check_config(cfg):
 
 
 config.update(check_config(config))
+if config["slice_model"] is None:   # a simulated scan's own profile, else a real 2D slice's
+    config["slice_model"] = config["simulate"]["profile"] if config["simulate"]["enabled"] else DEFAULT_SLICE_MODEL
 
 RUN = config["run"]
 OUT = f"results/{RUN}"
