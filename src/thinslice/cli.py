@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     slice_model = dict(choices=SLICE_MODELS, default=DEFAULT_SLICE_MODEL,
                        help="slice profile of the acquisition: gaussian (FWHM = thickness), box (width = "
-                            "thickness), or skip (no blur, slices picked) (default: %(default)s)")
+                            "thickness), or skip (no blur, slices picked) (default: %(default)s, a real 2D slice; "
+                            "a scan made by `thinslice simulate` needs the --profile it was simulated with)")
 
     s = step("fetch-demo", commands.fetch_demo, "download the real-knee demo (PyPI mskt==0.1.22) and extract its DICOM series")
     s.add_argument("--out", required=True, help="folder for the DICOM files")
