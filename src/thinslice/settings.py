@@ -32,9 +32,9 @@ ARCHITECTURES = ("2d", "3d")
 # Slice profiles of an acquisition: gaussian (FWHM = thickness), box (width = thickness), skip (no blur).
 SLICE_MODELS = ("gaussian", "box", "skip")
 # The slice model of a real scan unless one is named: a 2D slice's excitation profile is flat-topped
-# with steep edges, closer to a box of the stated thickness than to a Gaussian of that FWHM (whose
-# tails blur twice as far); held-out real slices are predicted better with it. A simulated scan
-# keeps the profile it was simulated with.
+# with steep edges, closer to a box of the stated thickness than to a Gaussian of that FWHM (which
+# puts a quarter of its weight outside the slice); held-out real slices are predicted better with
+# it. A simulated scan keeps the profile it was simulated with.
 DEFAULT_SLICE_MODEL = "box"
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
