@@ -107,7 +107,7 @@ def main() -> None:
                          f"({data.shape[axis]} slices)")
     said = f"{thickness:g} mm thick" if thickness else "no thickness given (thinslice prepare's default)"
     print(f"{a.scan}: {data.shape[axis]} slices along axis {axis}, {said}; one kept in {a.every}, the others "
-          f"predicted (x{a.every}), {a.threads} threads")
+          f"predicted (x{a.every}), sr_self with the {a.slice_model} slice model, {a.threads} threads")
     print("| fold | " + " | ".join(f"{m} (dB)" for m in METHODS) + " | sr_self time (s) | thickness used (mm) |")
     print("|---" * (len(METHODS) + 3) + "|")
     with tempfile.TemporaryDirectory() as tmp:
