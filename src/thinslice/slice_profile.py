@@ -86,19 +86,28 @@ def _estimate(data: np.ndarray, mask: np.ndarray, axis: int, spacings, n: int) -
         if len(_windows(in_mask, in_mask, n)) < MIN_WINDOWS:
             return None
         samplings.append((lo, hi, (positions - lo).astype(np.float32), in_mask))
+    pairs = list(zip((inplane, inplane[::-1]), samplings))   # (the axis of the lines, the other), its sampling
+
+    def blurred(fwhm: float) -> dict:
+        """The scan blurred with the candidate along each in-plane axis: both axes' costs use both."""
+        return {a: _along(data, a, fwhm, spacings[a]) for a in inplane}
+
+    def cost(pair, blurs: dict) -> float:
+        (a, b), (lo, hi, t, in_mask) = pair
+        through = _spectrum(_windows(np.moveaxis(blurs[b], axis, -1), through_mask, n))
+        lines = np.moveaxis(blurs[a], a, -1)
+        windows = _windows(lines[..., lo] * (1 - t) + lines[..., hi] * t, in_mask, n)
+        return float(np.var(np.log(through + 1e-12) - np.log(_spectrum(windows) + 1e-12)))
+
+    coarse = []     # every 0.2 spacings, one blur per candidate and axis for both costs
+    for g in COARSE:
+        blurs = blurred(g * spacing)
+        coarse.append([cost(pair, blurs) for pair in pairs])
     estimates = []
-    for (a, b), (lo, hi, t, in_mask) in zip((inplane, inplane[::-1]), samplings):
-
-        def cost(fwhm: float) -> float:
-            through = _spectrum(_windows(np.moveaxis(_along(data, b, fwhm, spacings[b]), axis, -1), through_mask, n))
-            lines = np.moveaxis(_along(data, a, fwhm, spacings[a]), a, -1)
-            windows = _windows(lines[..., lo] * (1 - t) + lines[..., hi] * t, in_mask, n)
-            return float(np.var(np.log(through + 1e-12) - np.log(_spectrum(windows) + 1e-12)))
-
-        best = 0.0
-        for grid in (COARSE, "fine"):   # every 0.2 spacings, then every 0.05 around the best
-            grid = COARSE if grid is COARSE else np.arange(max(best - 0.2, 0.05), best + 0.2001, 0.05)
-            best = float(grid[int(np.argmin([cost(g * spacing) for g in grid]))])
+    for pair, costs in zip(pairs, np.transpose(coarse)):
+        best = float(COARSE[int(np.argmin(costs))])
+        fine = np.arange(max(best - 0.2, 0.05), best + 0.2001, 0.05)     # then every 0.05 around the best
+        best = float(fine[int(np.argmin([cost(pair, blurred(g * spacing)) for g in fine]))])
         estimates.append(best * spacing)
     return float(np.mean(estimates))
 
