@@ -31,12 +31,12 @@ def ch2(tmp_path_factory):
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
 
-def test_the_estimate_finds_the_simulated_fwhm_within_20_percent(ch2):
+def test_the_estimate_finds_the_simulated_fwhm_erring_thin(ch2):
     axis, spacings = 2, [1.0, 1.0, 4.0]   # the other axes give the same (README)
     for fwhm in (2.0, 4.0, 6.0):
         lr = degrade(ch2, axis, 4, "gaussian", fwhm, 1.0)    # 4 mm slice spacing
         estimate = estimate_fwhm(lr, foreground_mask(lr), axis, spacings)
-        assert estimate == pytest.approx(fwhm, rel=0.2), (axis, fwhm, estimate)
+        assert 0.75 * fwhm <= estimate <= 1.1 * fwhm, (axis, fwhm, estimate)
 
 
 def test_too_few_slices_give_no_estimate(anatomical):

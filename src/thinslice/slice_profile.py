@@ -7,11 +7,16 @@ along the slice axis. So for each candidate FWHM, the mean power spectrum of win
 the slice axis is compared with that of the in-plane lines so degraded, by the variance of
 their log ratio: a shape match, blind to the overall contrast, which differs between axes.
 Each side gets the candidate blur across its lines too (the slice axis along the other
-in-plane axis), because the in-plane lines lie in slices that are themselves blurred; the
-estimate is the mean over both in-plane axes. On ch2 at 4 mm spacing it finds FWHM 2, 4
-and 6 mm within about 20% along every axis (tests/test_slice_profile.py). Windows span 16
-samples, or 8 on scans too short for enough of those (coarser: at 8 mm spacing ch2's 4 mm
-profile reads 3.8 to 5.0 mm; make bench-profile).
+in-plane axis), because the in-plane lines lie in slices that are themselves blurred.
+
+Each in-plane axis gives an estimate, and the thinner one is taken. An axis whose anatomy
+is finer than the slice axis's reads the profile too wide, a coarser one too thin, and on
+few slices far apart the two readings can differ by the spacing itself. The errors do not
+cost alike: a profile taken too wide trains the SR network to sharpen what the slices do
+not hold, one taken too thin only to sharpen less (on real held-out slices, README). On ch2
+at 4 mm spacing it finds FWHM 2, 4 and 6 mm within about 20% along every axis
+(tests/test_slice_profile.py). Windows span 16 samples, or 8 on scans too short for enough
+of those (coarser; make bench-profile).
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ def _estimate(data: np.ndarray, mask: np.ndarray, axis: int, spacings, n: int) -
         fine = np.arange(max(best - 0.2, 0.05), best + 0.2001, 0.05)     # then every 0.05 around the best
         best = float(fine[int(np.argmin([cost(pair, blurred(g * spacing)) for g in fine]))])
         estimates.append(best * spacing)
-    return float(np.mean(estimates))
+    return float(min(estimates))
 
 
 def profile_mismatch(geom) -> str | None:
