@@ -50,6 +50,10 @@ def test_a_header_that_disagrees_with_the_scan_is_a_warning():
     assert profile_mismatch(g) is None
     g.fwhm_estimate_mm = 4.5
     assert "4.5 mm wide" in profile_mismatch(g) and "3 mm thick" in profile_mismatch(g)
+    g.fwhm_estimate_mm, g.fwhm_wide_reading_mm = 2.0, 3.4       # the header within the two readings' span
+    assert profile_mismatch(g) is None
+    g.fwhm_estimate_mm, g.fwhm_wide_reading_mm = 1.2, 2.0       # both thinner by more than 25%
+    assert "1.2 to 2 mm wide" in profile_mismatch(g)
     g.fwhm_estimate_mm = None
     assert profile_mismatch(g) is None
 

@@ -106,7 +106,8 @@ class Geometry:
     output_dtype: the data type the methods' outputs are written in (float32, or an
                   integer type: rounded and clipped).
     header_thickness_mm: the thickness the header (or the sample sheet) gives (None: neither does);
-    fwhm_estimate_mm: the slice profile's FWHM estimated from the scan (None: not estimated).
+    fwhm_estimate_mm: the slice profile's FWHM estimated from the scan (None: not estimated);
+    fwhm_wide_reading_mm: the wider of the two in-plane readings (the estimate is the thinner).
     in_plane_mm:  spacing of the two other axes (in array order);
     shape:        LR array shape; orientation: axis codes of the affine (e.g. 'LPS').
     norm_low/norm_high: intensity normalisation x -> (x - low) / (high - low).
@@ -126,6 +127,7 @@ class Geometry:
     output_dtype: str = "float32"
     header_thickness_mm: float | None = None
     fwhm_estimate_mm: float | None = None
+    fwhm_wide_reading_mm: float | None = None
 
     @property
     def thickness_estimated(self) -> bool:

@@ -32,7 +32,7 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     they are not whole numbers), recorded for the methods' outputs.
     Everything is checked before anything is written.
     """
-    from .slice_profile import PROFILE_WARNING, estimate_fwhm, profile_mismatch
+    from .slice_profile import PROFILE_WARNING, estimate_readings, profile_mismatch
 
     auto = thickness_mm == "auto"
     vol, meta = load_volume(path, echo=echo)
@@ -42,12 +42,14 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
     dtype = output_type(output_dtype, vol.data)
     geom = describe(vol.affine, vol.shape, slice_axis, header, factor, target_spacing_mm,
                     norm, source=str(path))
-    estimate = estimate_fwhm(vol.data, mask, geom.slice_axis, vol.spacing)
+    readings = estimate_readings(vol.data, mask, geom.slice_axis, vol.spacing)
+    estimate, wide = readings if readings is not None else (None, None)
     if estimate is None:
         print(f"{path}: too few slices in the foreground to estimate the slice profile"
               + ("; slice_thickness auto falls back to the header's" if auto else ""))
     else:
-        print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan, "
+        print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan (the thinner of its in-plane "
+              f"readings, {estimate:.3g} and {wide:.3g} mm), "
               + (f"{header:.3g} mm in the header" if header is not None else "no thickness in the header"))
         thinner = header is None and estimate < (1 - PROFILE_WARNING) * geom.spacing_mm
         if thinner:
@@ -57,6 +59,7 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
             geom = describe(vol.affine, vol.shape, geom.slice_axis, estimate, factor, target_spacing_mm,
                             norm, source=str(path))
     geom.output_dtype, geom.header_thickness_mm, geom.fwhm_estimate_mm = dtype, header, estimate
+    geom.fwhm_wide_reading_mm = wide
     if profile_mismatch(geom):
         print(f"warning: {path}: {profile_mismatch(geom)}")
     save_volume(vol, out_image)

@@ -56,22 +56,30 @@ def _along(data: np.ndarray, axis: int, fwhm_mm: float, spacing_mm: float) -> np
 
 
 def estimate_fwhm(data: np.ndarray, mask: np.ndarray, axis: int, spacings) -> float | None:
-    """The Gaussian-equivalent FWHM (mm) of the slice profile along `axis`, or None when the
-    foreground holds too few runs of 8 slices, along the slice axis and along the in-plane
-    axes sampled at the slice spacing (or the in-plane axes are not finer).
+    """The Gaussian-equivalent FWHM (mm) of the slice profile along `axis`: the thinner of
+    the two in-plane readings (estimate_readings), or None."""
+    found = estimate_readings(data, mask, axis, spacings)
+    return None if found is None else found[0]
+
+
+def estimate_readings(data: np.ndarray, mask: np.ndarray, axis: int, spacings) -> tuple[float, float] | None:
+    """The slice profile's Gaussian-equivalent FWHM (mm) along `axis` as each in-plane axis
+    reads it, thinner first; None when the foreground holds too few runs of 8 slices, along
+    the slice axis and along the in-plane axes sampled at the slice spacing (or the in-plane
+    axes are not finer).
 
     data, mask: the scan and its foreground; spacings: voxel size per array axis (mm)."""
     data = np.asarray(data, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
     for n in WINDOWS:
-        estimate = _estimate(data, mask, axis, spacings, n)
-        if estimate is not None:
-            return estimate
+        readings = _readings(data, mask, axis, spacings, n)
+        if readings is not None:
+            return readings
     return None
 
 
-def _estimate(data: np.ndarray, mask: np.ndarray, axis: int, spacings, n: int) -> float | None:
-    """estimate_fwhm with windows of n samples. Whether the foreground holds enough windows
+def _readings(data: np.ndarray, mask: np.ndarray, axis: int, spacings, n: int) -> tuple[float, float] | None:
+    """estimate_readings with windows of n samples. Whether the foreground holds enough windows
     depends on the mask alone, so it is settled before any candidate is blurred."""
     spacing = float(spacings[axis])
     through_mask = np.moveaxis(mask, axis, -1)
@@ -114,14 +122,19 @@ def _estimate(data: np.ndarray, mask: np.ndarray, axis: int, spacings, n: int) -
         fine = np.arange(max(best - 0.2, 0.05), best + 0.2001, 0.05)     # then every 0.05 around the best
         best = float(fine[int(np.argmin([cost(pair, blurred(g * spacing)) for g in fine]))])
         estimates.append(best * spacing)
-    return float(min(estimates))
+    return float(min(estimates)), float(max(estimates))
 
 
 def profile_mismatch(geom) -> str | None:
-    """A warning when a geometry record's estimated slice profile and its header's thickness
-    differ by more than PROFILE_WARNING, else None."""
+    """A warning when the header's thickness lies more than PROFILE_WARNING outside the span of
+    the scan's two in-plane readings (the estimate is the thinner: alone it would read a right
+    header as too thick), else None."""
     est, header = geom.fwhm_estimate_mm, geom.header_thickness_mm
-    if est is None or header is None or abs(est - header) <= PROFILE_WARNING * header:
+    if est is None or header is None:
         return None
-    return (f"the slice profile looks {est:.3g} mm wide (FWHM) and the header says {header:.3g} mm thick; "
+    wide = max(est, geom.fwhm_wide_reading_mm or est)
+    if est <= (1 + PROFILE_WARNING) * header and wide >= (1 - PROFILE_WARNING) * header:
+        return None
+    looks = f"{est:.3g} mm" if f"{est:.3g}" == f"{wide:.3g}" else f"{est:.3g} to {wide:.3g} mm"
+    return (f"the slice profile looks {looks} wide (FWHM) and the header says {header:.3g} mm thick; "
             f"check the slice thickness (slice_thickness: auto uses the estimate)")
