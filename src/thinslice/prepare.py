@@ -48,8 +48,8 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
         print(f"{path}: too few slices in the foreground to estimate the slice profile"
               + ("; slice_thickness auto falls back to the header's" if auto else ""))
     else:
-        print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan (the thinner of its in-plane "
-              f"readings, {estimate:.3g} and {wide:.3g} mm), "
+        print(f"{path}: slice profile FWHM {estimate:.3g} mm estimated from the scan (the thinner in-plane reading; "
+              f"the other {wide:.3g} mm), "
               + (f"{header:.3g} mm in the header" if header is not None else "no thickness in the header"))
         thinner = header is None and estimate < (1 - PROFILE_WARNING) * geom.spacing_mm
         if thinner:
@@ -58,8 +58,8 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
         if auto or thinner:
             geom = describe(vol.affine, vol.shape, geom.slice_axis, estimate, factor, target_spacing_mm,
                             norm, source=str(path))
-    geom.output_dtype, geom.header_thickness_mm, geom.fwhm_estimate_mm = dtype, header, estimate
-    geom.fwhm_wide_reading_mm = wide
+    geom.output_dtype, geom.header_thickness_mm = dtype, header
+    geom.fwhm_estimate_mm, geom.fwhm_wide_reading_mm = estimate, wide
     if profile_mismatch(geom):
         print(f"warning: {path}: {profile_mismatch(geom)}")
     save_volume(vol, out_image)

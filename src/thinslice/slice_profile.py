@@ -132,9 +132,9 @@ def profile_mismatch(geom) -> str | None:
     est, header = geom.fwhm_estimate_mm, geom.header_thickness_mm
     if est is None or header is None:
         return None
-    wide = max(est, geom.fwhm_wide_reading_mm or est)
+    wide = geom.fwhm_wide_reading_mm or est      # records from before both readings were kept: the estimate
     if est <= (1 + PROFILE_WARNING) * header and wide >= (1 - PROFILE_WARNING) * header:
         return None
-    looks = f"{est:.3g} mm" if f"{est:.3g}" == f"{wide:.3g}" else f"{est:.3g} to {wide:.3g} mm"
+    looks = f"{est:.3g} mm" if wide == est else f"{est:.3g} to {wide:.3g} mm"
     return (f"the slice profile looks {looks} wide (FWHM) and the header says {header:.3g} mm thick; "
             f"check the slice thickness (slice_thickness: auto uses the estimate)")
