@@ -147,17 +147,15 @@ def resample_axis(data: np.ndarray, axis: int, spacing_mm: float, new_spacing_mm
 
 def rotated_in_plane(lr: np.ndarray, slice_axis: int, in_plane_mm, degrees: float) -> tuple[np.ndarray, float]:
     """(the scan rotated about its slice axis by `degrees`, its in-plane spacing): cubic B-spline,
-    same array shape. The corners that leave it are dropped; those that enter hold the scan
-    mirrored at its edges, not background: anatomy that touches the frame would otherwise end in
-    a straight step across the copy that no acquired slice shows. Unequal in-plane spacings are
-    first made the finer one (cubic upsampling of the coarser axis), so that the rotation is one
-    in millimetres."""
+    same array shape (the corners that leave it are dropped, those that enter are background, the
+    scan's minimum). Unequal in-plane spacings are first made the finer one (cubic upsampling of
+    the coarser axis), so that the rotation is one in millimetres."""
     axes = [a for a in range(3) if a != slice_axis]
     spacings = np.broadcast_to(np.asarray(in_plane_mm, dtype=float), (2,))
     fine = float(spacings.min())
     for a, h in zip(axes, spacings):
         lr = resample_axis(lr, a, float(h), fine)
-    turned = ndimage.rotate(lr, degrees, axes=axes, reshape=False, order=3, mode="reflect")
+    turned = ndimage.rotate(lr, degrees, axes=axes, reshape=False, order=3, mode="constant", cval=float(lr.min()))
     return np.ascontiguousarray(turned, dtype=np.float32), fine
 
 
