@@ -88,8 +88,8 @@ def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | P
     if row["periodic_artifact"] > PERIODIC_WARNING:
         warnings.append(f"periodic_artifact {row['periodic_artifact']:.2f} > {PERIODIC_WARNING}: a pattern repeats "
                         f"with the real slices, every {geom.ratio:.3g} output slices (look at the reformats)")
-    if profile_mismatch(geom):
-        warnings.append(profile_mismatch(geom))
+    if mismatch := profile_mismatch(geom):
+        warnings.append(mismatch)
     record["warnings"] = warnings
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 

@@ -60,8 +60,8 @@ def prepare(path: str | Path, out_image: str | Path, out_geometry: str | Path, o
                             norm, source=str(path))
     geom.output_dtype, geom.header_thickness_mm = dtype, header
     geom.fwhm_estimate_mm, geom.fwhm_wide_reading_mm = estimate, wide
-    if profile_mismatch(geom):
-        print(f"warning: {path}: {profile_mismatch(geom)}")
+    if mismatch := profile_mismatch(geom):
+        print(f"warning: {path}: {mismatch}")
     save_volume(vol, out_image)
     save_volume(Volume(mask.astype(np.float32), vol.affine), out_mask)
     geom.save(out_geometry)
