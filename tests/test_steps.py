@@ -61,6 +61,45 @@ def test_infer_refuses_a_file_that_is_no_model(trained, tmp_path, capsys):
     assert "not a thinslice SR model" in capsys.readouterr().err
 
 
+def test_a_second_round_trains_on_the_restored_slices_and_resumes_exactly(trained, tmp_path, capsys):
+    """rounds 2: the steps shared, a round-1 checkpoint beside the rule's, one loss curve counting
+    steps on across the rounds, and a rerun (every checkpoint finished) writes the same network."""
+    settings = tmp_path / "rounds.json"
+    settings.write_text(json.dumps({**TINY_SR, "rounds": 2, "log_every": 1}))
+
+    def run(name):
+        assert main(["train-sr", "--source", "self", "--images", str(trained / "in.nii.gz"), "--geometries",
+                     str(trained / "in.json"), "--settings", str(settings), "--checkpoint", str(tmp_path / "sr.ckpt"),
+                     "--loss-csv", str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / f"{name}.pt"),
+                     "--threads", "1", "--slice-model", "gaussian"]) == 0
+        return torch.load(tmp_path / f"{name}.pt", weights_only=False)
+
+    first = run("first")
+    assert "round 2 of 2, 3 steps: round 1's network goes on training" in capsys.readouterr().out
+    assert (tmp_path / "sr.round1.ckpt").exists() and (tmp_path / "sr.ckpt").exists()
+    steps = [int(row.split(",")[0]) for row in (tmp_path / "first.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 7))     # TINY_SR's 6 steps, 3 per round
+    again = run("again")
+    assert (tmp_path / "again.csv").read_text() == (tmp_path / "first.csv").read_text()
+    for name, tensor in first["state_dict"].items():
+        assert torch.equal(tensor, again["state_dict"][name]), name
+
+
+def test_restored_slices_are_the_output_at_the_slice_positions(trained):
+    """An untrained network gives the cubic B-spline through the slices, which passes through
+    them: its restored slices are the scan itself, so they sit at samples 0, r, 2r, ..."""
+    from thinslice.settings import SRConfig
+    from thinslice.sr import build_model
+    from thinslice.steps import restored_slices
+
+    data = np.asarray(nib.load(str(trained / "in.nii.gz")).dataobj, dtype=np.float32)
+    data = (data - data.min()) / (data.max() - data.min())
+    model = build_model(SRConfig.from_dict(TINY_SR), 2).eval()
+    restored = restored_slices(model, data, 2, 2, device="cpu")
+    assert restored.shape == data.shape
+    np.testing.assert_allclose(restored, data, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- the Python API
 
 def test_python_api_gives_what_infer_writes(trained, tmp_path):

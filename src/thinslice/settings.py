@@ -162,7 +162,7 @@ class SRConfig(Settings):
     patch_size: int = setting(24, "training patch side in output-grid voxels (rounded up to a multiple of r)",
                               minimum=1)
     batch_size: int = setting(64, "patches per training step", minimum=1)
-    steps: int = setting(6000, "optimiser steps", minimum=1)
+    steps: int = setting(6000, "optimiser steps (in all, with `rounds`)", minimum=1)
     learning_rate: float = setting(2e-3, "Adam learning rate at the start, cosine-decayed to 0 over `steps`",
                                    exclusiveMinimum=0)
     loss: str = setting("l1_then_l2", "pixel loss: l1 (the conditional median: sharpest on clean scans) | l2 (the "
@@ -190,9 +190,18 @@ class SRConfig(Settings):
                            "their voxels were this times their size: the anatomy smaller against the slice "
                            "profile (twice the pairs)", exclusiveMinimum=0, maximum=1)
     flip: bool = setting(True, "random flips of the patches (the slice profile is symmetric)")
+    rounds: int = setting(1, "self pairs: the steps are shared between this many rounds, each after the first "
+                          "training the network on from self pairs of the scans with their slices as it restores "
+                          "them (its output at the slices' positions: in-plane images without the slices' "
+                          "thickness, like the through-plane images it is applied to)", minimum=1)
     checkpoint_every: int = setting(500, "steps between atomic checkpoints (and at the end)", minimum=1)
     log_every: int = setting(50, "steps between rows of the loss CSV (means over the interval)", minimum=1)
     seed: int = setting(0, "seeds weights and patch sampling: same config, same numbers on one CPU thread", minimum=0)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.steps < self.rounds:   # every round trains
+            raise ThinsliceError(f"{self.SECTION}.steps ({self.steps}) must be at least rounds ({self.rounds})")
 
 
 # --------------------------------------------------------------------------- the config schema

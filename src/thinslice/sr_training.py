@@ -265,13 +265,15 @@ def _lr_at(step: int, config: SRConfig) -> float:
 # --------------------------------------------------------------------------- training
 
 def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progress: bool = True,
-             meta: dict | None = None, spill: str | Path | None = None) -> SRNet:
+             meta: dict | None = None, spill: str | Path | None = None, init=None) -> SRNet:
     """Train the SR network on (input, target, degraded_axis[, factor[, context]]) pairs.
 
     pairs:      Pair objects (pairs.synthetic_pairs / pairs.self_pairs) or plain tuples, in any
                 iterable (a generator keeps only one subject's pairs in memory at a time);
                 r comes from the pairs or meta['factor']; all intensities already normalised.
     spill:      a directory for the pairs' arrays, sampled memory-mapped (PatchSampler).
+    init:       a network to start from (a previous round's; steps.train_sr), else new weights; a
+                checkpoint to resume from wins over it.
     checkpoint: path of the training checkpoint: resumed from when it exists, rewritten
                 atomically every `checkpoint_every` steps and at the end.
     loss_csv:   LossLog CSV (step, loss, pixel, gradient, lr), mean over each `log_every` steps.
@@ -288,7 +290,10 @@ def train_sr(pairs, config: SRConfig, checkpoint, loss_csv, device="auto", progr
     if spill is not None:
         size = sum(f.stat().st_size for f in Path(spill).iterdir())
         print(f"training pairs: {len(sampler.data)}, in {size / 2**20:.0f} MB of files in {spill} while training")
-    model = build_model(config, sampler.factor).to(dev)
+    model = build_model(config, sampler.factor)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     amp_dtype = autocast_dtype(dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

@@ -8,6 +8,7 @@ input's scale on output.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,17 @@ def _live_loss_csv(checkpoint: str) -> Path:
 def _copy(source: Path, target: str) -> None:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
+
+
+def _join_loss_logs(logs: list[Path], steps: list[int], target: str) -> None:
+    """One loss CSV for all training rounds (`steps` each), steps counted on across them."""
+    with atomic_path(target) as tmp, open(tmp, "w") as out:
+        for k, log in enumerate(logs):
+            lines = log.read_text().splitlines(keepends=True)
+            out.write(lines[0] if k == 0 else "")
+            for line in lines[1:]:
+                step, rest = line.split(",", 1)
+                out.write(f"{int(step) + sum(steps[:k])},{rest}")
 
 
 # --------------------------------------------------------------------------- stage 1
@@ -97,7 +109,7 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = DEFAULT_SLICE_M
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
                    slice_model: str, match_noise: bool, seed: int, all_offsets: bool, rotations: int,
-                   scale: float):
+                   scale: float, restore=None, device: str = "auto"):
     """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
@@ -108,6 +120,9 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     (noise.estimate_sd), drawn from a generator seeded by (seed, subject index).
     all_offsets, rotations, scale: self pairs at each of the r offsets of the output grid, from rotated
     copies of the scan, and from all of these scaled (pairs.self_pairs).
+    restore: an SR network (a previous round's): the self pairs are made from the scan with each
+    slice replaced by the network's output at its position (restored_slices); the noise level is
+    still the real scan's.
     """
     from .noise import estimate_sd
     from .pairs import self_pairs, synthetic_pairs
@@ -123,13 +138,25 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
                   "are topped up to it")
         rng = np.random.default_rng([seed, i])
         if source in ("self", "both"):
-            yield from self_pairs(data, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
+            scan = data if restore is None else restored_slices(restore, data, g.slice_axis, g.factor, device)
+            yield from self_pairs(scan, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
                                   g.in_plane_mm, noise_sd, rng, all_offsets, rotations, scale)
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
             yield from synthetic_pairs(g.intensity.normalize(hr.data), g.slice_axis, g.factor, slice_model,
                                        g.thickness_mm, g.work_spacing_mm, noise_sd, rng)
         release_freed_heap()    # what making this subject's pairs freed
+
+
+def restored_slices(model, data: np.ndarray, axis: int, r: int, device: str = "auto") -> np.ndarray:
+    """The scan (normalised) with each slice replaced by the SR network's output at its
+    position: the slice restored from its thickness. Self pairs made from it have in-plane
+    images as thin as the output's, where the real scan's are averaged over a slice's
+    thickness, which the through-plane images of the task are not."""
+    from .sr_inference import super_resolve
+
+    out, _ = super_resolve(model, data, axis, device=device)
+    return np.ascontiguousarray(np.take(out, np.arange(data.shape[axis]) * r, axis=axis))
 
 
 def cohort_protocol(paths: list[str], geoms: list[Geometry]) -> tuple[float, float]:
@@ -168,20 +195,33 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
     meta = {"source": source, "factor": factors.pop(), "slice_model": slice_model,
             "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles",
             "output_spacing_mm": outputs.pop() if len(outputs) == 1 else None}
-    pairs = training_pairs(source, images, geometries, targets, slice_model, config.match_noise, config.seed,
-                           config.all_offsets, config.rotations, config.scale)
-    live_csv = _live_loss_csv(checkpoint)
-    # the pairs wait on disk beside the checkpoint (memory does not grow with the cohort);
-    # a killed run's are remade on resume
-    spill = Path(f"{checkpoint}.pairs")
-    shutil.rmtree(spill, ignore_errors=True)
-    spill.mkdir(parents=True)
-    try:
-        model = train(pairs, config, checkpoint, live_csv, device=device, meta=meta, spill=spill)
-    finally:
+    rounds = config.rounds if source in ("self", "both") else 1
+    # the steps shared between the rounds, the last taking the remainder
+    steps = [config.steps // rounds] * rounds
+    steps[-1] += config.steps % rounds
+    model, logs = None, []
+    for k in range(1, rounds + 1):
+        # each round has its own checkpoint (the last the rule's): a killed run resumes in its round
+        ck = checkpoint if k == rounds else str(Path(checkpoint).with_stem(f"{Path(checkpoint).stem}.round{k}"))
+        if rounds > 1:
+            print(f"round {k} of {rounds}, {steps[k - 1]} steps" + (
+                f": round {k - 1}'s network goes on training, on self pairs from the slices as it restores them"
+                if k > 1 else ""))
+        pairs = training_pairs(source, images, geometries, targets, slice_model, config.match_noise, config.seed,
+                               config.all_offsets, config.rotations, config.scale, model, device)
+        logs.append(_live_loss_csv(ck))
+        # the pairs wait on disk beside the checkpoint (memory does not grow with the cohort);
+        # a killed run's are remade on resume
+        spill = Path(f"{ck}.pairs")
         shutil.rmtree(spill, ignore_errors=True)
+        spill.mkdir(parents=True)
+        try:
+            model = train(pairs, replace(config, steps=steps[k - 1]), ck, logs[-1], device=device, meta=meta,
+                          spill=spill, init=model)
+        finally:
+            shutil.rmtree(spill, ignore_errors=True)
     save_model(out, model, config, meta)
-    _copy(live_csv, loss_csv)
+    _join_loss_logs(logs, steps, loss_csv)
 
 
 def _apply(model, meta: dict, g: Geometry, lr_norm: np.ndarray, keep_real_slices: bool, data_consistency: bool,
