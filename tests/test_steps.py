@@ -79,7 +79,10 @@ def test_a_second_round_trains_on_the_restored_slices_and_resumes_exactly(traine
     assert (tmp_path / "sr.round1.ckpt").exists() and (tmp_path / "sr.ckpt").exists()
     steps = [int(row.split(",")[0]) for row in (tmp_path / "first.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 7))     # TINY_SR's 6 steps, 3 per round
+    checkpoints = [tmp_path / "sr.round1.ckpt", tmp_path / "sr.ckpt"]
+    written = [p.stat().st_mtime_ns for p in checkpoints]
     again = run("again")
+    assert [p.stat().st_mtime_ns for p in checkpoints] == written    # both rounds resumed, none retrained
     assert (tmp_path / "again.csv").read_text() == (tmp_path / "first.csv").read_text()
     for name, tensor in first["state_dict"].items():
         assert torch.equal(tensor, again["state_dict"][name]), name
