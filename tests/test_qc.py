@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from thinslice.evaluate import collect_qc, evaluate, qc_record, uncertainty_scores, write_row
 from thinslice.geometry import output_affine
@@ -48,6 +49,7 @@ def test_the_qc_entry_and_table(tmp_path, anatomical_path):
     entry = qc_record(row, d / "cubic.nii.gz", d / "g.json", d / "m.nii.gz")
     assert entry["consistency_psnr"] == row["consistency_psnr"] and entry["fwhm_header_mm"] == 6.0
     assert entry["uncertainty_mean"] is None and entry["warnings"] == []
+    assert entry["fwhm_wide_reading_mm"] == g.fwhm_wide_reading_mm >= entry["fwhm_estimate_mm"] > 0
     periodic = dict(row, periodic_artifact=2.5)
     warned = qc_record(periodic, d / "cubic.nii.gz", d / "g.json", d / "m.nii.gz")
     assert len(warned["warnings"]) == 1 and "every 3 output slices" in warned["warnings"][0]
@@ -59,3 +61,4 @@ def test_the_qc_entry_and_table(tmp_path, anatomical_path):
         rows = list(csv.DictReader(f))
     assert [r["subject"] for r in rows] == ["s0", "t1"]
     assert "every 3 output slices" in rows[0]["warnings"] and rows[1]["warnings"] == ""
+    assert float(rows[1]["fwhm_wide_reading_mm"]) == pytest.approx(g.fwhm_wide_reading_mm, rel=1e-5)

@@ -70,8 +70,8 @@ def uncertainty_scores(uncertainty: str | Path, output: str | Path, axis: int, f
 def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | Path,
               uncertainty: str | Path | None = None, truth: str | Path | None = None) -> dict:
     """The per-scan QC entry of one output (`row`: its metrics): consistency with the
-    acquisition, the slice profile (the header's thickness, the FWHM estimated from the scan
-    and the one used), the uncertainty map's scores and warnings a user should read."""
+    acquisition, the slice profile (the header's thickness, the FWHM estimated from the scan,
+    the wider of its two in-plane readings and the one used), the uncertainty map's scores and warnings a user should read."""
     geom = Geometry.load(geometry)
     scores = None
     if uncertainty:
@@ -80,7 +80,8 @@ def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | P
     record = {"subject": row["subject"], "method": row["method"], "consistency_psnr": row["consistency_psnr"],
               "periodic_artifact": row["periodic_artifact"],
               "fwhm_header_mm": geom.header_thickness_mm,
-              "fwhm_estimate_mm": geom.fwhm_estimate_mm, "slice_thickness_used_mm": geom.thickness_mm,
+              "fwhm_estimate_mm": geom.fwhm_estimate_mm, "fwhm_wide_reading_mm": geom.fwhm_wide_reading_mm,
+              "slice_thickness_used_mm": geom.thickness_mm,
               "slice_spacing_mm": geom.spacing_mm,
               "output_spacing_mm": geom.target_spacing_mm,
               **(scores or {"uncertainty_mean": None, "uncertainty_error_spearman": None})}
@@ -131,7 +132,8 @@ def collect(rows: list[str | Path], out_csv: str | Path, summary_csv: str | Path
 
 
 QC_COLUMNS = ["subject", "method", "consistency_psnr", "periodic_artifact", "fwhm_header_mm", "fwhm_estimate_mm",
-              "slice_thickness_used_mm", "uncertainty_mean", "uncertainty_error_spearman", "warnings"]
+              "fwhm_wide_reading_mm", "slice_thickness_used_mm", "uncertainty_mean", "uncertainty_error_spearman",
+              "warnings"]
 
 
 def collect_qc(entries: list[str | Path], out_csv: str | Path) -> None:
