@@ -71,7 +71,8 @@ def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | P
               uncertainty: str | Path | None = None, truth: str | Path | None = None) -> dict:
     """The per-scan QC entry of one output (`row`: its metrics): consistency with the
     acquisition, the slice profile (the header's thickness, the FWHM estimated from the scan,
-    the wider of its two in-plane readings and the one used), the uncertainty map's scores and warnings a user should read."""
+    the wider of its two in-plane readings and the one used), the uncertainty map's scores and
+    warnings a user should read."""
     geom = Geometry.load(geometry)
     scores = None
     if uncertainty:

@@ -107,6 +107,10 @@ def degrade(hr: str, geometry: str, out: str, slice_model: str = DEFAULT_SLICE_M
 
 # --------------------------------------------------------------------------- stage 2
 
+# the pair sources whose pairs include self pairs (and so training in rounds)
+SELF_PAIR_SOURCES = ("self", "both")
+
+
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
                    slice_model: str, match_noise: bool, seed: int, all_offsets: bool, rotations: int,
                    scale: float, restore=None, device: str = "auto"):
@@ -137,7 +141,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
             print(f"{image}: noise level {100 * noise_sd:.2g}% of the intensity range; simulated thick slices "
                   "are topped up to it")
         rng = np.random.default_rng([seed, i])
-        if source in ("self", "both"):
+        if source in SELF_PAIR_SOURCES:
             scan = data if restore is None else restored_slices(restore, data, g.slice_axis, g.factor, device)
             yield from self_pairs(scan, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
                                   g.in_plane_mm, noise_sd, rng, all_offsets, rotations, scale)
@@ -195,7 +199,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
     meta = {"source": source, "factor": factors.pop(), "slice_model": slice_model,
             "spacing_mm": spacing, "thickness_mm": thickness, "normalization": "foreground 0.5-99.5 percentiles",
             "output_spacing_mm": outputs.pop() if len(outputs) == 1 else None}
-    rounds = config.rounds if source in ("self", "both") else 1
+    rounds = config.rounds if source in SELF_PAIR_SOURCES else 1
     # the steps shared between the rounds, the last taking the remainder
     steps = [config.steps // rounds] * rounds
     steps[-1] += config.steps % rounds
