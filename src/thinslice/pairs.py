@@ -162,7 +162,7 @@ def rotated_in_plane(lr: np.ndarray, slice_axis: int, in_plane_mm, degrees: floa
 def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float,
                spacing_mm: float, in_plane_mm, noise_sd: float = 0.0,
                rng: np.random.Generator | None = None, all_offsets: bool = False,
-               rotations: int = 0, scale: float = 1.0) -> list[Pair]:
+               rotations: int = 0, scale: float = 1.0, clean: np.ndarray | None = None) -> list[Pair]:
     """Pairs from the real LR scan alone: the slice model simulated along each in-plane axis.
 
     lr: the real scan (X, Y, Z), `slice_axis` with `spacing_mm` between slices of
@@ -187,6 +187,9 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     were s times their size: the anatomy s times smaller against the slice profile, a turn of
     scale where the rotations give one of direction. Only the targets are resampled, to the
     output spacing from a finer one (a downsampling, never an upsampling).
+    With `clean`, the scan denoised (noise.denoised; same shape), the targets are made from it and
+    the inputs from `lr`: the network learns to leave out all of the slices' noise, also the part
+    its input shows through the slice profile.
     Returns the Pairs degraded along the first in-plane axis, then those along the second (for
     the scan, then for each rotated copy, then for each of these scaled); the context of each is
     the other in-plane axis (the slice axis is low resolution in both).
@@ -199,31 +202,38 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
         raise ThinsliceError(f"self_pairs: in-plane spacings must be positive, got {in_plane_mm}")
     if not 0 < scale <= 1:
         raise ThinsliceError(f"self_pairs: scale must be in (0, 1], got {scale}")
+    if clean is not None and np.shape(clean) != lr.shape:
+        raise ThinsliceError(f"self_pairs: the denoised scan has shape {np.shape(clean)}, the scan {lr.shape}")
     n = int(rotations)
-    scans = [(lr, in_plane)]
+    scans = [(lr, lr if clean is None else np.asarray(clean, dtype=np.float32), in_plane)]
     for k in range(1, n + 1):
-        turned, fine = rotated_in_plane(lr, slice_axis, in_plane, 90.0 * k / (n + 1))
-        scans.append((turned, (fine, fine)))
+        degrees = 90.0 * k / (n + 1)
+        turned, fine = rotated_in_plane(lr, slice_axis, in_plane, degrees)
+        turned_clean = turned if clean is None else rotated_in_plane(scans[0][1], slice_axis, in_plane, degrees)[0]
+        scans.append((turned, turned_clean, (fine, fine)))
     if scale < 1:
-        scans += [(scan, scale * np.asarray(spacings, dtype=float)) for scan, spacings in scans]
+        scans += [(scan, target_scan, scale * np.asarray(spacings, dtype=float))
+                  for scan, target_scan, spacings in scans]
     rng = rng if rng is not None else np.random.default_rng(0)
-    return [pair for scan, spacings in scans
-            for pair in _in_plane_pairs(scan, slice_axis, int(r), model, thickness_mm, spacing_mm, spacings,
-                                        noise_sd, rng, all_offsets)]
+    return [pair for scan, target_scan, spacings in scans
+            for pair in _in_plane_pairs(scan, target_scan, slice_axis, int(r), model, thickness_mm, spacing_mm,
+                                        spacings, noise_sd, rng, all_offsets)]
 
 
-def _in_plane_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm: float, spacing_mm: float,
-                    in_plane, noise_sd: float, rng: np.random.Generator, all_offsets: bool) -> list[Pair]:
-    """self_pairs of one scan (no rotated copies)."""
+def _in_plane_pairs(lr: np.ndarray, target_scan: np.ndarray, slice_axis: int, r: int, model: str,
+                    thickness_mm: float, spacing_mm: float, in_plane, noise_sd: float, rng: np.random.Generator,
+                    all_offsets: bool) -> list[Pair]:
+    """self_pairs of one scan (no rotated copies), the targets from `target_scan` (`lr` or it denoised)."""
     axes = [a for a in range(3) if a != slice_axis]
     target_mm = spacing_mm / r
     pairs = []
     for a, h, other in zip(axes, in_plane, axes[::-1]):
         blurred = blur(lr, a, model, thickness_mm, float(h))       # the slice profile on a's own grid
         if target_mm >= thickness_mm:     # the profile is the target's blur
-            target = resample_axis(blurred, a, float(h), target_mm, antialias=False)
+            target_blurred = blurred if target_scan is lr else blur(target_scan, a, model, thickness_mm, float(h))
+            target = resample_axis(target_blurred, a, float(h), target_mm, antialias=False)
         else:
-            target = resample_axis(lr, a, float(h), target_mm)
+            target = resample_axis(target_scan, a, float(h), target_mm)
         # one array for the r offsets' targets (views of it); the scan itself, for both axes, when
         # resampling left it as it was (in-plane spacing = output spacing, thicker slices)
         target = np.ascontiguousarray(target, dtype=np.float32)

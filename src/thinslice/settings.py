@@ -180,6 +180,9 @@ class SRConfig(Settings):
                                           minimum=0, exclusiveMaximum=1)
     match_noise: bool = setting(True, "top the pairs' simulated thick slices up to the noise level "
                                 "estimated from the real scan (blurring averaged theirs down)")
+    denoise_targets: bool = setting(True, "self pairs take their targets from the scan denoised within its slices "
+                                    "(non-local means at the estimated noise level), their inputs from the scan as "
+                                    "it is: the network learns to leave the slices' noise out")
     all_offsets: bool = setting(True, "self pairs simulate the thick slices at each of the r offsets of the output "
                                 "grid, not only through its first sample (r times the pairs, and the disk they "
                                 "take while training)")
