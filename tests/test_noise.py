@@ -5,6 +5,7 @@ import pytest
 
 from thinslice import noise
 from thinslice.degrade import blur, degrade
+from thinslice.errors import ThinsliceError
 from thinslice.pairs import sample_axis, self_pairs, synthetic_pairs
 
 
@@ -144,7 +145,7 @@ def test_self_pairs_take_their_targets_from_the_denoised_scan_and_their_inputs_f
     for p, q, s in zip(both, noisy, smooth):
         np.testing.assert_array_equal(np.asarray(p.input), np.asarray(q.input))
         np.testing.assert_array_equal(p.target, s.target)
-    with pytest.raises(Exception, match="denoised scan has shape"):
+    with pytest.raises(ThinsliceError, match="denoised scan has shape"):
         self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, 1.0, clean=clean[:, :, :4])
 
 

@@ -146,7 +146,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
         rng = np.random.default_rng([seed, i])
         if source in SELF_PAIR_SOURCES:
             scan = data if restore is None else restored_slices(restore, data, g.slice_axis, g.factor, device)
-            clean = denoised(scan, g.slice_axis, level) if denoise else None
+            clean = denoised(scan, g.slice_axis, level) if denoise and level > 0 else None
             yield from self_pairs(scan, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
                                   g.in_plane_mm, noise_sd, rng, all_offsets, rotations, scale, clean)
         if source in ("vae", "supervised", "both"):
