@@ -77,6 +77,15 @@ def test_self_pairs_degrade_each_in_plane_axis():
     np.testing.assert_allclose(pairs[1].input[:, ::r], expected, atol=1e-5)
 
 
+def test_self_pairs_share_one_target_array_for_both_in_plane_axes():
+    # a scan loaded from NIfTI is Fortran-ordered; where the targets are the scan itself (in-plane
+    # spacing = output spacing), both axes' targets are views of one C-ordered copy, not one copy each
+    lr = np.asfortranarray(_phantom((26, 29, 9)))
+    pairs = self_pairs(lr, 2, 4, "gaussian", 4.0, 4.0, (1.0, 1.0))
+    assert np.shares_memory(pairs[0].target, pairs[1].target)
+    np.testing.assert_array_equal(pairs[1].target, lr)
+
+
 def test_self_pairs_resample_in_plane_axes_to_the_target_spacing():
     # knee-like: 0.625 mm in-plane, 4 mm slices, r = 4 -> target 1 mm
     lr = _phantom((33, 40, 6))

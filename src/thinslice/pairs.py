@@ -66,7 +66,9 @@ def _check(data: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
         raise ThinsliceError(f"{name}: slice thickness must be positive, got {thickness_mm}")
     if not np.all(np.isfinite(data)):
         raise ThinsliceError(f"{name}: the volume holds NaN or infinite values")
-    return np.asarray(data, dtype=np.float32)
+    # C order once here (nibabel loads scans Fortran-ordered), so that targets that are the scan
+    # itself are shared between the in-plane axes instead of copied for each
+    return np.ascontiguousarray(data, dtype=np.float32)
 
 
 def _simulate(hr: np.ndarray, axis: int, r: int, model: str, thickness_mm: float,
