@@ -113,7 +113,8 @@ SELF_PAIR_SOURCES = ("self", "both")
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
                    slice_model: str, match_noise: bool, seed: int, all_offsets: bool, rotations: int,
-                   scale: float, denoise_targets: bool = False, restore=None, device: str = "auto"):
+                   scale: float, denoise_targets: bool = False, restore=None, device: str = "auto",
+                   noise_scale: float = 1.0):
     """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
@@ -121,7 +122,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     supervised: (ground truth -> degraded, cubic back); targets = truth files (benchmark only).
     both:       vae and self together.
     match_noise: the degraded slices get the noise that brings them to the real scan's level
-    (noise.estimate_sd), drawn from a generator seeded by (seed, subject index).
+    (noise.estimate_sd) times `noise_scale`, drawn from a generator seeded by (seed, subject index).
     denoise_targets: self pairs take their targets from the scan denoised at that level (noise.denoised).
     all_offsets, rotations, scale: self pairs at each of the r offsets of the output grid, from rotated
     copies of the scan, and from all of these scaled (pairs.self_pairs).
@@ -138,10 +139,11 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
         data = g.intensity.normalize(lr.data)
         denoise = denoise_targets and source in SELF_PAIR_SOURCES
         level = estimate_sd(data, g.slice_axis) if match_noise or denoise else 0.0
-        noise_sd = level if match_noise else 0.0     # what the simulated thick slices are topped up to
+        noise_sd = noise_scale * level if match_noise else 0.0     # what the simulated thick slices are topped up to
         if level > 0:
+            times = "" if noise_scale == 1 else f"{noise_scale:g} times "
             print(f"{image}: noise level {100 * level:.2g}% of the intensity range" +
-                  ("; simulated thick slices are topped up to it" if match_noise else "") +
+                  (f"; simulated thick slices are topped up to {times}it" if match_noise else "") +
                   ("; self pairs' targets are denoised at it" if denoise else ""))
         rng = np.random.default_rng([seed, i])
         if source in SELF_PAIR_SOURCES:
@@ -217,7 +219,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
                 if k > 1 else ""))
         pairs = training_pairs(source, images, geometries, targets, slice_model, config.match_noise, config.seed,
                                config.all_offsets, config.rotations, config.scale, config.denoise_targets, model,
-                               device)
+                               device, config.noise_scale)
         logs.append(_live_loss_csv(ck))
         # the pairs wait on disk beside the checkpoint (memory does not grow with the cohort);
         # a killed run's are remade on resume
