@@ -53,6 +53,9 @@ def test_the_qc_entry_and_table(tmp_path, anatomical_path):
     periodic = dict(row, periodic_artifact=2.5)
     warned = qc_record(periodic, d / "cubic.nii.gz", d / "g.json", d / "m.nii.gz")
     assert len(warned["warnings"]) == 1 and "every 3 output slices" in warned["warnings"][0]
+    assert "noise_scale" not in warned["warnings"][0]      # interpolation has no noise level to raise
+    learned = qc_record(dict(periodic, method="sr_self"), d / "cubic.nii.gz", d / "g.json", d / "m.nii.gz")
+    assert "sr.train.noise_scale" in learned["warnings"][0]
     json.dumps(entry)   # plain JSON: no NaN
     write_row(entry, d / "a.json")
     write_row(dict(warned, subject="s0"), d / "b.json")

@@ -88,8 +88,10 @@ def qc_record(row: dict, output: str | Path, geometry: str | Path, mask: str | P
               **(scores or {"uncertainty_mean": None, "uncertainty_error_spearman": None})}
     warnings = []
     if row["periodic_artifact"] > PERIODIC_WARNING:
+        hint = ("; if the scan's noise is not white (its reconstruction filtered it), sr.train.noise_scale 2 to 3 "
+                "may lower it (README, Methods)") if row["method"].startswith("sr_") else ""
         warnings.append(f"periodic_artifact {row['periodic_artifact']:.2f} > {PERIODIC_WARNING}: a pattern repeats "
-                        f"with the real slices, every {geom.ratio:.3g} output slices (look at the reformats)")
+                        f"with the real slices, every {geom.ratio:.3g} output slices (look at the reformats){hint}")
     if mismatch := profile_mismatch(geom):
         warnings.append(mismatch)
     record["warnings"] = warnings
