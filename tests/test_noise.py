@@ -149,16 +149,22 @@ def test_self_pairs_take_their_targets_from_the_denoised_scan_and_their_inputs_f
         self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, 1.0, clean=clean[:, :, :4])
 
 
+def _t1_at_1mm_in_plane(anatomical):
+    """The real T1 cubic-upsampled to 1 mm in-plane (truth), its 99.5th percentile (scale), and its
+    noise-free thick slices along axis 2 (r = 2, Gaussian FWHM 4 mm; intensities / scale)."""
+    from scipy import ndimage
+
+    truth = ndimage.zoom(anatomical[0], (2, 2, 1), order=3)
+    scale = float(np.percentile(truth, 99.5))
+    return truth, scale, degrade(truth / scale, 2, 2, "gaussian", 4.0, 2.0)
+
+
 def test_denoised_targets_beat_noisy_ones_on_a_noisy_real_scan(anatomical, tmp_path):
     """Real T1 at 1 mm in-plane (cubic-upsampled from 2 mm), thick slices along axis 2 (r = 2,
     Gaussian FWHM 4 mm) with noise of 5% of the bright tissue, scored against the noise-free T1.
     Noise-matched pairs whose targets are the noisy scan teach the network to keep the part of the
     slices' noise its input shows; targets from the denoised scan teach it to leave all of it out."""
-    from scipy import ndimage
-
-    truth = ndimage.zoom(anatomical[0], (2, 2, 1), order=3)
-    scale = float(np.percentile(truth, 99.5))
-    clean = degrade(truth / scale, 2, 2, "gaussian", 4.0, 2.0)
+    truth, scale, clean = _t1_at_1mm_in_plane(anatomical)
     lr = clean + np.random.default_rng(7).normal(0, 0.05, clean.shape).astype(np.float32)
     sd = noise.estimate_sd(lr, slice_axis=2)
     scores = {}
@@ -184,11 +190,7 @@ def test_topped_up_to_a_multiple_of_a_filtered_noise_estimate_beats_the_estimate
     """Real T1 at 1 mm in-plane, thick slices along axis 2 (r = 2, Gaussian FWHM 4 mm), noise of 5%
     filtered within the slices. The estimate, made for white noise, reads it about ten times low;
     self pairs topped up to three times it (sr.train.noise_scale: 3) beat those topped up to it."""
-    from scipy import ndimage
-
-    truth = ndimage.zoom(anatomical[0], (2, 2, 1), order=3)
-    scale = float(np.percentile(truth, 99.5))
-    clean = degrade(truth / scale, 2, 2, "gaussian", 4.0, 2.0)
+    truth, scale, clean = _t1_at_1mm_in_plane(anatomical)
     lr = clean + _filtered_noise(clean.shape, 0.05, seed=7)
     sd = noise.estimate_sd(lr, slice_axis=2)
     assert sd < 0.2 * 0.05
