@@ -182,8 +182,8 @@ class SRConfig(Settings):
                                 "estimated from the real scan (blurring averaged theirs down)")
     noise_scale: float = setting(1.0, "with match_noise, the simulated thick slices are topped up to this times "
                                  "the estimated level. The estimate assumes white noise, so it reads noise that "
-                                 "the scanner's reconstruction filtered low: 2 to 3 for such scans, where "
-                                 "sr_self's periodic_artifact stays above cubic's; noise-free scans lose by it",
+                                 "the scanner's reconstruction filtered low: 2 to 3 for such scans (a sign: sr_self's "
+                                 "periodic_artifact well above cubic's); noise-free scans lose by it",
                                  exclusiveMinimum=0)
     denoise_targets: bool = setting(True, "self pairs take their targets from the scan denoised within its slices "
                                     "(non-local means at the estimated noise level), their inputs from the scan as "
