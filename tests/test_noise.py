@@ -112,15 +112,23 @@ def _trained_sr_psnr(pairs, lr, truth, scale, steps, work) -> float:
     return metrics.psnr(out[..., :n] * scale, truth[..., :n], truth[..., :n] > 0.1 * scale)
 
 
+def _t1_at_1mm_in_plane(anatomical):
+    """The real T1 cubic-upsampled to 1 mm in-plane (truth), its 99.5th percentile (scale), and its
+    noise-free thick slices along axis 2 (r = 2, Gaussian FWHM 4 mm; intensities / scale)."""
+    from scipy import ndimage
+
+    truth = ndimage.zoom(anatomical[0], (2, 2, 1), order=3)
+    scale = float(np.percentile(truth, 99.5))
+    return truth, scale, degrade(truth / scale, 2, 2, "gaussian", 4.0, 2.0)
+
+
 def test_denoised_takes_the_noise_out_of_a_real_scan_and_leaves_a_clean_one(anatomical):
     """Non-local means within the slices of nibabel's real T1 (cubic-upsampled to 1 mm in-plane, a
     scan's usual in-plane spacing: at 2 mm a structure is too few pixels for patches to repeat): with
     noise of 5% of the bright tissue it comes several dB closer to the noise-free scan; on the
     noise-free scan, at the level estimated from it (its fine texture), it changes next to nothing."""
-    from scipy import ndimage
-
-    t1 = ndimage.zoom(anatomical[0], (2, 2, 1), order=3)
-    truth = t1 / float(np.percentile(t1, 99.5))
+    t1, scale, _ = _t1_at_1mm_in_plane(anatomical)
+    truth = t1 / scale
     noisy = truth + np.random.default_rng(9).normal(0, 0.05, truth.shape).astype(np.float32)
     mask = truth > 0.1
 
@@ -147,16 +155,6 @@ def test_self_pairs_take_their_targets_from_the_denoised_scan_and_their_inputs_f
         np.testing.assert_array_equal(p.target, s.target)
     with pytest.raises(ThinsliceError, match="denoised scan has shape"):
         self_pairs(lr, 2, 2, "gaussian", 3.0, 4.0, 1.0, clean=clean[:, :, :4])
-
-
-def _t1_at_1mm_in_plane(anatomical):
-    """The real T1 cubic-upsampled to 1 mm in-plane (truth), its 99.5th percentile (scale), and its
-    noise-free thick slices along axis 2 (r = 2, Gaussian FWHM 4 mm; intensities / scale)."""
-    from scipy import ndimage
-
-    truth = ndimage.zoom(anatomical[0], (2, 2, 1), order=3)
-    scale = float(np.percentile(truth, 99.5))
-    return truth, scale, degrade(truth / scale, 2, 2, "gaussian", 4.0, 2.0)
 
 
 def test_denoised_targets_beat_noisy_ones_on_a_noisy_real_scan(anatomical, tmp_path):
@@ -205,6 +203,7 @@ def test_topped_up_to_a_multiple_of_a_filtered_noise_estimate_beats_the_estimate
 
 def test_noise_scale_multiplies_the_top_up_of_the_training_pairs(anatomical_path, tmp_path):
     from thinslice.prepare import prepare, simulate
+    from thinslice.settings import SRConfig
     from thinslice.steps import training_pairs
 
     simulate(anatomical_path, tmp_path / "lr.nii.gz", tmp_path / "truth.nii.gz", axis=2, factor=2,
@@ -213,8 +212,10 @@ def test_noise_scale_multiplies_the_top_up_of_the_training_pairs(anatomical_path
             thickness_mm=4.0, factor=2)
 
     def inputs(match_noise, noise_scale=1.0):
+        config = SRConfig(match_noise=match_noise, noise_scale=noise_scale, denoise_targets=False,
+                          all_offsets=False, rotations=0, scale=1.0)
         pairs = training_pairs("self", [str(tmp_path / "in.nii.gz")], [str(tmp_path / "in.json")], [], "gaussian",
-                               match_noise, 0, False, 0, 1.0, noise_scale=noise_scale)
+                               config)
         return [np.asarray(p.input, np.float64) for p in pairs]
 
     plain, once, thrice = inputs(False), inputs(True), inputs(True, 3.0)

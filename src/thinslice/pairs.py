@@ -207,11 +207,12 @@ def self_pairs(lr: np.ndarray, slice_axis: int, r: int, model: str, thickness_mm
     if clean is not None and np.shape(clean) != lr.shape:
         raise ThinsliceError(f"self_pairs: the denoised scan has shape {np.shape(clean)}, the scan {lr.shape}")
     n = int(rotations)
-    scans = [(lr, lr if clean is None else np.asarray(clean, dtype=np.float32), in_plane)]
+    clean = lr if clean is None else np.asarray(clean, dtype=np.float32)
+    scans = [(lr, clean, in_plane)]
     for k in range(1, n + 1):
         degrees = 90.0 * k / (n + 1)
         turned, fine = rotated_in_plane(lr, slice_axis, in_plane, degrees)
-        turned_clean = turned if clean is None else rotated_in_plane(scans[0][1], slice_axis, in_plane, degrees)[0]
+        turned_clean = turned if clean is lr else rotated_in_plane(clean, slice_axis, in_plane, degrees)[0]
         scans.append((turned, turned_clean, (fine, fine)))
     if scale < 1:
         scans += [(scan, target_scan, scale * np.asarray(spacings, dtype=float))

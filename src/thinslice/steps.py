@@ -112,19 +112,18 @@ SELF_PAIR_SOURCES = ("self", "both")
 
 
 def training_pairs(source: str, images: list[str], geometries: list[str], targets: list[str],
-                   slice_model: str, match_noise: bool, seed: int, all_offsets: bool, rotations: int,
-                   scale: float, denoise_targets: bool = False, restore=None, device: str = "auto",
-                   noise_scale: float = 1.0):
-    """Training pairs of one source, normalised per subject, made one subject at a time (a generator).
+                   slice_model: str, config, restore=None, device: str = "auto"):
+    """Training pairs of one source, normalised per subject, made one subject at a time (a generator);
+    `config` (settings.SRConfig) says how they are made.
 
     vae:        (synthetic HR -> degraded, cubic back) per subject; targets = synthetic HR files.
     self:       the real LR scan's in-plane axes degraded to the slice resolution; no targets.
     supervised: (ground truth -> degraded, cubic back); targets = truth files (benchmark only).
     both:       vae and self together.
-    match_noise: the degraded slices get the noise that brings them to the real scan's level
-    (noise.estimate_sd) times `noise_scale`, drawn from a generator seeded by (seed, subject index).
-    denoise_targets: self pairs take their targets from the scan denoised at that level (noise.denoised).
-    all_offsets, rotations, scale: self pairs at each of the r offsets of the output grid, from rotated
+    config.match_noise: the degraded slices get the noise that brings them to the real scan's level
+    (noise.estimate_sd) times `config.noise_scale`, drawn from a generator seeded by (seed, subject index).
+    config.denoise_targets: self pairs take their targets from the scan denoised at that level (noise.denoised).
+    config.all_offsets, rotations, scale: self pairs at each of the r offsets of the output grid, from rotated
     copies of the scan, and from all of these scaled (pairs.self_pairs).
     restore: an SR network (a previous round's): the self pairs are made from the scan with each
     slice replaced by the network's output at its position (restored_slices); the noise level is
@@ -137,20 +136,22 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     for i, (image, geometry) in enumerate(zip(images, geometries)):
         lr, g = load_prepared(image, geometry)
         data = g.intensity.normalize(lr.data)
-        denoise = denoise_targets and source in SELF_PAIR_SOURCES
+        match_noise = config.match_noise
+        denoise = config.denoise_targets and source in SELF_PAIR_SOURCES
         level = estimate_sd(data, g.slice_axis) if match_noise or denoise else 0.0
-        noise_sd = noise_scale * level if match_noise else 0.0     # what the simulated thick slices are topped up to
+        noise_sd = config.noise_scale * level if match_noise else 0.0   # what the simulated thick slices get
         if level > 0:
-            times = "" if noise_scale == 1 else f"{noise_scale:g} times "
+            times = "" if config.noise_scale == 1 else f"{config.noise_scale:g} times "
             print(f"{image}: noise level {100 * level:.2g}% of the intensity range" +
                   (f"; simulated thick slices are topped up to {times}it" if match_noise else "") +
                   ("; self pairs' targets are denoised at it" if denoise else ""))
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([config.seed, i])
         if source in SELF_PAIR_SOURCES:
             scan = data if restore is None else restored_slices(restore, data, g.slice_axis, g.factor, device)
             clean = denoised(scan, g.slice_axis, level) if denoise and level > 0 else None
             yield from self_pairs(scan, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
-                                  g.in_plane_mm, noise_sd, rng, all_offsets, rotations, scale, clean)
+                                  g.in_plane_mm, noise_sd, rng, config.all_offsets, config.rotations, config.scale,
+                                  clean)
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
             yield from synthetic_pairs(g.intensity.normalize(hr.data), g.slice_axis, g.factor, slice_model,
@@ -217,9 +218,7 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
             print(f"round {k} of {rounds}, {steps[k - 1]} steps" + (
                 f": round {k - 1}'s network goes on training, on self pairs from the slices as it restores them"
                 if k > 1 else ""))
-        pairs = training_pairs(source, images, geometries, targets, slice_model, config.match_noise, config.seed,
-                               config.all_offsets, config.rotations, config.scale, config.denoise_targets, model,
-                               device, config.noise_scale)
+        pairs = training_pairs(source, images, geometries, targets, slice_model, config, model, device)
         logs.append(_live_loss_csv(ck))
         # the pairs wait on disk beside the checkpoint (memory does not grow with the cohort);
         # a killed run's are remade on resume
