@@ -103,6 +103,30 @@ def test_restored_slices_are_the_output_at_the_slice_positions(trained):
     np.testing.assert_allclose(restored, data, atol=1e-4)
 
 
+def test_a_later_round_keeps_the_scans_own_pairs_beside_the_restored_slices(trained):
+    """Rounds after the first train on the self pairs of round 1, unchanged, and on as many again
+    made from the slices as the network restores them."""
+    from thinslice.settings import SRConfig
+    from thinslice.sr import load_model
+    from thinslice.steps import training_pairs
+
+    config = SRConfig.from_dict(TINY_SR)
+    model, _ = load_model(trained / "sr.pt")
+
+    def pairs(restore):
+        return list(training_pairs("self", [str(trained / "in.nii.gz")], [str(trained / "in.json")], [], "gaussian",
+                                   config, restore, device="cpu"))
+
+    first, later = pairs(None), pairs(model)
+    assert len(later) == 2 * len(first)
+    for a, b in zip(first, later[:len(first)]):
+        np.testing.assert_array_equal(np.asarray(a.input), np.asarray(b.input))
+        np.testing.assert_array_equal(a.target, b.target)
+    restored = later[len(first):]
+    assert [(p.axis, p.factor) for p in restored] == [(p.axis, p.factor) for p in first]
+    assert not all(np.array_equal(a.target, b.target) for a, b in zip(first, restored))
+
+
 # --------------------------------------------------------------------------- the Python API
 
 def test_python_api_gives_what_infer_writes(trained, tmp_path):

@@ -199,9 +199,10 @@ class SRConfig(Settings):
                            "profile (twice the pairs)", exclusiveMinimum=0, maximum=1)
     flip: bool = setting(True, "random flips of the patches (the slice profile is symmetric)")
     rounds: int = setting(1, "self pairs: the steps are shared between this many rounds, each after the first "
-                          "training the network on from self pairs of the scans with their slices as it restores "
-                          "them (its output at the slices' positions: in-plane images without the slices' "
-                          "thickness, like the through-plane images it is applied to)", minimum=1)
+                          "training the network on from the scans' own self pairs and as many again made from "
+                          "the scans with their slices as it restores them (its output at the slices' positions: "
+                          "in-plane images without the slices' thickness, like the through-plane images it is "
+                          "applied to)", minimum=1)
     checkpoint_every: int = setting(500, "steps between atomic checkpoints (and at the end)", minimum=1)
     log_every: int = setting(50, "steps between rows of the loss CSV (means over the interval)", minimum=1)
     seed: int = setting(0, "seeds weights and patch sampling: same config, same numbers on one CPU thread", minimum=0)

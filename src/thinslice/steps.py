@@ -125,9 +125,9 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
     config.denoise_targets: self pairs take their targets from the scan denoised at that level (noise.denoised).
     config.all_offsets, rotations, scale: self pairs at each of the r offsets of the output grid, from rotated
     copies of the scan, and from all of these scaled (pairs.self_pairs).
-    restore: an SR network (a previous round's): the self pairs are made from the scan with each
-    slice replaced by the network's output at its position (restored_slices); the noise level is
-    still the real scan's.
+    restore: an SR network (a previous round's): besides the scan's own, self pairs are made from the
+    scan with each slice replaced by the network's output at its position (restored_slices); the
+    noise level is still the real scan's.
     """
     from .noise import denoised, estimate_sd
     from .pairs import self_pairs, synthetic_pairs
@@ -147,11 +147,14 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
                   ("; self pairs' targets are denoised at it" if denoise else ""))
         rng = np.random.default_rng([config.seed, i])
         if source in SELF_PAIR_SOURCES:
-            scan = data if restore is None else restored_slices(restore, data, g.slice_axis, g.factor, device)
-            clean = denoised(scan, g.slice_axis, level) if denoise and level > 0 else None
-            yield from self_pairs(scan, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
-                                  g.in_plane_mm, noise_sd, rng, config.all_offsets, config.rotations, config.scale,
-                                  clean)
+            scans = [data] if restore is None else [data, restored_slices(restore, data, g.slice_axis, g.factor,
+                                                                         device)]
+            for scan in scans:
+                rng = np.random.default_rng([config.seed, i])   # the scan's pairs as in the first round
+                clean = denoised(scan, g.slice_axis, level) if denoise and level > 0 else None
+                yield from self_pairs(scan, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
+                                      g.in_plane_mm, noise_sd, rng, config.all_offsets, config.rotations,
+                                      config.scale, clean)
         if source in ("vae", "supervised", "both"):
             hr = read_nifti(targets[i])
             yield from synthetic_pairs(g.intensity.normalize(hr.data), g.slice_axis, g.factor, slice_model,
@@ -216,7 +219,8 @@ def train_sr(source: str, images: list[str], geometries: list[str], targets: lis
         ck = checkpoint if k == rounds else str(Path(checkpoint).with_stem(f"{Path(checkpoint).stem}.round{k}"))
         if rounds > 1:
             print(f"round {k} of {rounds}, {steps[k - 1]} steps" + (
-                f": round {k - 1}'s network goes on training, on self pairs from the slices as it restores them"
+                f": round {k - 1}'s network goes on training, on the scans' self pairs and those of their "
+                "slices as it restores them"
                 if k > 1 else ""))
         pairs = training_pairs(source, images, geometries, targets, slice_model, config, model, device)
         logs.append(_live_loss_csv(ck))
