@@ -150,7 +150,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
             scans = [data] if restore is None else [data, restored_slices(restore, data, g.slice_axis, g.factor,
                                                                          device)]
             for scan in scans:
-                rng = np.random.default_rng([config.seed, i])   # the scan's pairs as in the first round
+                rng = np.random.default_rng([config.seed, i])   # each scan's noise drawn as in round 1
                 clean = denoised(scan, g.slice_axis, level) if denoise and level > 0 else None
                 yield from self_pairs(scan, g.slice_axis, g.factor, slice_model, g.thickness_mm, g.spacing_mm,
                                       g.in_plane_mm, noise_sd, rng, config.all_offsets, config.rotations,
