@@ -145,6 +145,7 @@ def training_pairs(source: str, images: list[str], geometries: list[str], target
             print(f"{image}: noise level {100 * level:.2g}% of the intensity range" +
                   (f"; simulated thick slices are topped up to {times}it" if match_noise else "") +
                   ("; self pairs' targets are denoised at it" if denoise else ""))
+        # the VAE / truth pairs' noise; with `both` they draw on from the last scan's self pairs' generator
         rng = np.random.default_rng([config.seed, i])
         if source in SELF_PAIR_SOURCES:
             scans = [data] if restore is None else [data, restored_slices(restore, data, g.slice_axis, g.factor,
