@@ -194,7 +194,7 @@ class SRConfig(Settings):
     rotations: int = setting(1, "self pairs also from n copies of the scan rotated about its slice axis by "
                              "90 k / (n + 1) degrees, k = 1 .. n: the slices simulated across oblique directions "
                              "of the anatomy too (n + 1 times the pairs)", minimum=0)
-    scale: float = setting(0.8, "below 1, self pairs also from the scan and its rotated copies read as if "
+    scale: float = setting(0.6, "below 1, self pairs also from the scan and its rotated copies read as if "
                            "their voxels were this times their size: the anatomy smaller against the slice "
                            "profile (twice the pairs)", exclusiveMinimum=0, maximum=1)
     flip: bool = setting(True, "random flips of the patches (the slice profile is symmetric)")
