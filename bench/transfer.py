@@ -5,7 +5,8 @@ error's power over the truth's, in bands of the thick slices' Nyquist frequency 
 slice spacing). Below that frequency the slices hold the anatomy, blurred by their profile;
 above it they hold none of it, and what a method restores there comes from what it has learned.
 Lines along the slice axis with at least 90% of their voxels in the truth's foreground are
-windowed (Hann) and their spectra summed.
+windowed (Hann) and their spectra summed. For runs whose output grid is the truth's (the integer
+ratios).
 
     python bench/transfer.py results/ch2-z6 cubic sr_self sr_supervised     (after make bench)
 """
@@ -37,6 +38,11 @@ def main(run: str, methods: list[str]) -> None:
     axis, factor = geometry["slice_axis"], geometry["factor"]
     truth = np.asarray(nib.load(run / "truth" / f"{SUBJECT}.nii.gz").dataobj, np.float32)
     outputs = {m: np.asarray(nib.load(run / m / f"{SUBJECT}.nii.gz").dataobj, np.float32) for m in methods}
+    for method, output in outputs.items():   # the integer protocols: the output grid is the truth's
+        others = [a for a in range(3) if a != axis]
+        if [output.shape[a] for a in others] != [truth.shape[a] for a in others] or \
+                abs(output.shape[axis] - truth.shape[axis]) >= factor:
+            sys.exit(f"{method}: output {output.shape} is not on the truth's grid {truth.shape}")
     n = min(v.shape[axis] for v in [truth, *outputs.values()])
     truth, *cropped = (np.take(v, np.arange(n), axis=axis) for v in [truth, *outputs.values()])
     inside = np.moveaxis(above_fraction(truth, TRUTH_FRACTION), axis, -1).reshape(-1, n).mean(axis=1) >= 0.9
