@@ -11,13 +11,13 @@ ratios).
     python bench/transfer.py results/ch2-z6 cubic sr_self sr_supervised     (after make bench)
 """
 
-import json
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from thinslice.geometry import Geometry
 from thinslice.metrics import TRUTH_FRACTION
 from thinslice.normalize import above_fraction
 
@@ -34,12 +34,12 @@ def spectra(volume: np.ndarray, axis: int, lines: np.ndarray) -> np.ndarray:
 
 def main(run: str, methods: list[str]) -> None:
     run = Path(run)
-    geometry = json.loads((run / "input" / f"{SUBJECT}.json").read_text())
-    axis, factor = geometry["slice_axis"], geometry["factor"]
+    geometry = Geometry.load(run / "input" / f"{SUBJECT}.json")
+    axis, factor = geometry.slice_axis, geometry.factor
     truth = np.asarray(nib.load(run / "truth" / f"{SUBJECT}.nii.gz").dataobj, np.float32)
     outputs = {m: np.asarray(nib.load(run / m / f"{SUBJECT}.nii.gz").dataobj, np.float32) for m in methods}
+    others = [a for a in range(3) if a != axis]
     for method, output in outputs.items():   # the integer protocols: the output grid is the truth's
-        others = [a for a in range(3) if a != axis]
         if [output.shape[a] for a in others] != [truth.shape[a] for a in others] or \
                 abs(output.shape[axis] - truth.shape[axis]) >= factor:
             sys.exit(f"{method}: output {output.shape} is not on the truth's grid {truth.shape}")
