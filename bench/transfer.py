@@ -5,8 +5,8 @@ error's power over the truth's, in bands of the thick slices' Nyquist frequency 
 slice spacing). Below that frequency the slices hold the anatomy, blurred by their profile;
 above it they hold none of it, and what a method restores there comes from what it has learned.
 Lines along the slice axis with at least 90% of their voxels in the truth's foreground are
-windowed (Hann) and their spectra summed. For runs whose output grid is the truth's (the integer
-ratios).
+windowed (Hann) and their spectra summed. The outputs must lie on the truth's grid, as the
+benchmark's do (at ratios that are not integers too: their truth is on the output grid).
 
     python bench/transfer.py results/ch2-z6 cubic sr_self sr_supervised     (after make bench)
 """
@@ -35,22 +35,22 @@ def spectra(volume: np.ndarray, axis: int, lines: np.ndarray) -> np.ndarray:
 def main(run: str, methods: list[str]) -> None:
     run = Path(run)
     geometry = Geometry.load(run / "input" / f"{SUBJECT}.json")
-    axis, factor = geometry.slice_axis, geometry.factor
+    axis, ratio = geometry.slice_axis, geometry.ratio   # slice spacing / output spacing
     truth = np.asarray(nib.load(run / "truth" / f"{SUBJECT}.nii.gz").dataobj, np.float32)
     outputs = {m: np.asarray(nib.load(run / m / f"{SUBJECT}.nii.gz").dataobj, np.float32) for m in methods}
     others = [a for a in range(3) if a != axis]
-    for method, output in outputs.items():   # the integer protocols: the output grid is the truth's
+    for method, output in outputs.items():
         if [output.shape[a] for a in others] != [truth.shape[a] for a in others] or \
-                abs(output.shape[axis] - truth.shape[axis]) >= factor:
+                abs(output.shape[axis] - truth.shape[axis]) >= ratio:
             sys.exit(f"{method}: output {output.shape} is not on the truth's grid {truth.shape}")
     n = min(v.shape[axis] for v in [truth, *outputs.values()])
     truth, *cropped = (np.take(v, np.arange(n), axis=axis) for v in [truth, *outputs.values()])
     inside = np.moveaxis(above_fraction(truth, TRUTH_FRACTION), axis, -1).reshape(-1, n).mean(axis=1) >= 0.9
     reference = spectra(truth, axis, inside)
     power = np.abs(reference) ** 2
-    # frequency of each bin in multiples of the slices' Nyquist, 1 / (2 * factor) cycles per voxel
-    nyquists = np.fft.rfftfreq(n) * 2 * factor
-    bands = [(lo, hi) for lo, hi in zip(BANDS, BANDS[1:] + (float(factor),)) if lo < factor]
+    # frequency of each bin in multiples of the slices' Nyquist, 1 / (2 * ratio) cycles per voxel
+    nyquists = np.fft.rfftfreq(n) * 2 * ratio
+    bands = [(lo, min(hi, ratio)) for lo, hi in zip(BANDS, BANDS[1:] + (float(ratio),)) if lo < ratio]
     print(f"{run.name}: {int(inside.sum())} lines along axis {axis}, transfer (error power / truth power)")
     print("| method | " + " | ".join(f"{lo:g}-{hi:g} x Nyquist" for lo, hi in bands) + " |")
     print("|---|" + "---|" * len(bands))
